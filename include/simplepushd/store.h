@@ -1,0 +1,146 @@
+/*
+ * store: the storage interface. Requests are asynchronous: a caller fills a store_req,
+ * submits it, and later receives its completion callback on the loop thread, never from
+ * inside store_submit(). A backend implements one synchronous function, exec, which either
+ * runs on the loop thread (the in-process backend) or on worker threads (memcached), so the
+ * protocol code does not know or care which backend is behind it.
+ *
+ * Requests on one uaid complete in the order they were submitted.
+ *
+ * Data model (SPEC §6, §9): per uaid, a set of channels; per channel its state (registered,
+ * deleted) and at most one pending update (version, optional data), the newest. All of it
+ * expires: pending updates after timeout_live, deleted channels and dropped uaids after
+ * timeout_del.
+ */
+#ifndef SIMPLEPUSHD_STORE_H
+#define SIMPLEPUSHD_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "simplepushd/ids.h"
+
+enum store_op {
+    /*
+     * The hello of a device. In: uaid_valid (the client named a valid uaid, in uaid),
+     * n_channels (the length of its channelIDs), new_uaid (a fresh uaid the caller made).
+     * The backend keeps uaid unless: !uaid_valid; or n_channels > max_channels (the old
+     * uaid's data is dropped, and its endpoints answer 410 within timeout_del); or uaid is
+     * unknown (no record at all) and n_channels > 0. Out: reset (true when new_uaid was taken
+     * instead), updates (every pending update of the chosen uaid). The chosen uaid becomes
+     * known (a record exists) and its lifetime is refreshed.
+     */
+    STORE_HELLO,
+    /* In: uaid, chid, chid_sp. Out: status STORE_OK or STORE_TOO_MANY (max_channels). */
+    STORE_REGISTER,
+    /* In: uaid, chid. Drops the pending update; the channel's endpoints answer 410. */
+    STORE_UNREGISTER,
+    /* In: uaid, acks. Removes each pending update whose version <= the acked version. */
+    STORE_ACK,
+    /*
+     * In: uaid, chid, chid_sp, version, data/data_len (owned by the request). Stores the
+     * update unless a newer one is pending (then keeps the newer). Out: STORE_OK with
+     * updates[0] = the channel's pending update after the edit; STORE_GONE when the channel
+     * was unregistered or its uaid dropped (within timeout_del).
+     */
+    STORE_UPDATE,
+    /* In: uaid. Out: updates = every pending update. */
+    STORE_FETCH,
+};
+
+enum store_status {
+    STORE_OK = 0,
+    STORE_TOO_MANY = -1,    /* register: the uaid holds max_channels channels */
+    STORE_GONE = -2,        /* update: channel unregistered or uaid dropped */
+    STORE_UNAVAILABLE = -3, /* the backend cannot be reached */
+    STORE_ERROR = -4,       /* anything else */
+};
+
+/* One pending update. data is NULL when the update carries none. */
+struct store_update {
+    uint8_t chid[IDS_BYTES];
+    struct ids_spelling chid_sp;
+    int64_t version;
+    char *data;
+    size_t data_len;
+};
+
+struct store_ack {
+    uint8_t chid[IDS_BYTES];
+    int64_t version;
+};
+
+struct store_req;
+typedef void (*store_done_cb)(struct store_req *req);
+
+struct store_req {
+    enum store_op op;
+    uint8_t uaid[IDS_BYTES];
+
+    /* STORE_HELLO */
+    bool uaid_valid;
+    size_t n_channels;
+    uint8_t new_uaid[IDS_BYTES];
+    bool reset; /* out */
+
+    /* STORE_REGISTER, STORE_UNREGISTER, STORE_UPDATE */
+    uint8_t chid[IDS_BYTES];
+    struct ids_spelling chid_sp;
+    int64_t version;
+    char *data; /* owned; freed by store_req_free() */
+    size_t data_len;
+
+    /* STORE_ACK; owned */
+    struct store_ack *acks;
+    size_t n_acks;
+
+    /* Results: status, and for HELLO, FETCH and UPDATE the pending updates (owned). */
+    enum store_status status;
+    struct store_update *updates;
+    size_t n_updates;
+
+    /* Completion, called once on the loop thread. The callback owns the request. */
+    store_done_cb done;
+    uint64_t owner; /* the caller's id of whoever waits (a connection id) */
+};
+
+/* Limits every backend applies. Durations in milliseconds. */
+struct store_limits {
+    size_t max_channels;
+    uint64_t timeout_live_ms;
+    uint64_t timeout_del_ms;
+};
+
+struct store;
+
+/* Allocates a zeroed request of the given op. Returns NULL on allocation failure. */
+struct store_req *store_req_new(enum store_op op);
+
+/* Frees a request and everything it owns. Accepts NULL. */
+void store_req_free(struct store_req *req);
+
+/* Makes the in-process store (the embedded default) on loop. Returns NULL on failure. */
+struct store *store_mem_new(uv_loop_t *loop, const struct store_limits *limits);
+
+/*
+ * Submits req; its done callback runs later on the loop thread (never inside this call),
+ * with req->status set. Loop thread only.
+ */
+void store_submit(struct store *st, struct store_req *req);
+
+/* Replaces the limits (reload). Loop thread only. */
+void store_set_limits(struct store *st, const struct store_limits *limits);
+
+/* The backend's name ("memory", "memcached"). */
+const char *store_name(const struct store *st);
+
+/*
+ * Closes the store: requests not yet completed complete with STORE_UNAVAILABLE (still
+ * asynchronously), timers and handles are closed, and the store frees itself once the loop
+ * has run their close callbacks. Loop thread only. Accepts NULL.
+ */
+void store_close(struct store *st);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * timers: per-connection deadlines at O(1) cost, whatever the number of connections.
+ *
+ * A timing wheel of one-second slots driven by one libuv timer. Each connection embeds one
+ * timers_node and arms it for its earliest deadline; when the deadline passes, the wheel's
+ * callback runs with the node, and the owner re-arms it for its next deadline. Arming,
+ * re-arming and cancelling are O(1); a tick costs the nodes due in that slot (plus nodes due
+ * more than a wheel turn ahead, which are looked at once per turn). Times are whole seconds
+ * of a monotonic clock (timers_now()). Loop thread only.
+ */
+#ifndef SIMPLEPUSHD_TIMERS_H
+#define SIMPLEPUSHD_TIMERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct timers_node {
+    struct timers_node *next, *prev; /* NULL when not armed */
+    uint32_t due;                    /* seconds, timers_now() scale */
+};
+
+struct timers;
+typedef void (*timers_fire_cb)(struct timers_node *node, void *arg);
+
+/* Starts a wheel on loop; fire(node, arg) runs for each node whose time has come. */
+struct timers *timers_new(uv_loop_t *loop, timers_fire_cb fire, void *arg);
+
+/* Stops the wheel and frees it once libuv has closed its handle. Armed nodes are dropped. */
+void timers_close(struct timers *t);
+
+/* Seconds since the wheel started (monotonic; starts at 1 so that 0 can mean "never"). */
+uint32_t timers_now(const struct timers *t);
+
+/* Arms (or re-arms) node to fire at second "due"; a due in the past fires at the next tick. */
+void timers_arm(struct timers *t, struct timers_node *node, uint32_t due);
+
+/* Disarms node; no-op when it is not armed. */
+void timers_cancel(struct timers *t, struct timers_node *node);
+
+/* True when node is armed. */
+static inline bool timers_armed(const struct timers_node *node)
+{
+    return node->prev != 0;
+}
+
+#endif
