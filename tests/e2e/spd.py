@@ -22,7 +22,7 @@ timeout of the harness and of the tests that use scaled().
 """
 
 import base64
-import http.client
+from http import client as http_client
 import json
 import os
 import re
@@ -44,6 +44,7 @@ DAEMON = os.environ.get("SIMPLEPUSHD", "")
 HOST = "127.0.0.1"
 PROTOCOL = "push-notification"
 TIME_SCALE = float(os.environ.get("SPD_TIME_SCALE", "1") or "1")
+KEEP = os.environ.get("SPD_KEEP", "") not in ("", "0")  # keep a failed daemon's directory
 
 SANITIZER_MARKERS = (
     "AddressSanitizer",
@@ -71,7 +72,7 @@ BASE_CONFIG = {
         "resend_interval": "0",
         "pong_interval": "300s",
     },
-    "log": {"level": "info"},
+    "log": {"level": "notice"},
 }
 
 OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
@@ -196,13 +197,20 @@ class Daemon:
             if self.proc.poll() is not None:
                 rc = self.proc.returncode
                 self._finish()
-                raise AssertionError("%s exited with %s before listening; log:\n%s"
-                                     % (self.name, rc, self.log_tail()))
+                self._abandon("%s exited with %s before listening" % (self.name, rc))
             if time.monotonic() > deadline:
                 self._kill()
-                raise AssertionError("%s did not log its listening line within %ss; log:\n%s"
-                                     % (self.name, timeout, self.log_tail()))
+                self._abandon("%s did not log its listening line within %ss"
+                              % (self.name, timeout))
             time.sleep(0.02)
+
+    def _abandon(self, why):
+        tail = self.log_tail()
+        self.returncode = self.proc.returncode
+        self.proc = None
+        if not KEEP:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        raise AssertionError("%s; log:\n%s" % (why, tail))
 
     def pid(self):
         return self.proc.pid
@@ -264,10 +272,13 @@ class Daemon:
         if m:
             problems.append("sanitizer report (%s) in stderr" % m)
         self.proc = None
+        log_tail = self.log_tail(150)
+        if not (problems and KEEP):
+            shutil.rmtree(self.dir, ignore_errors=True)
         if problems:
-            raise AssertionError("%s: %s; log (%s):\n%s" % (
-                self.name, "; ".join(problems), self.log_path, self.log_tail(150)))
-        shutil.rmtree(self.dir, ignore_errors=True)
+            raise AssertionError("%s: %s; log%s:\n%s" % (
+                self.name, "; ".join(problems),
+                " (kept in %s)" % self.log_path if KEEP else "", log_tail))
 
     # URLs
     def ws_url(self, path="/", scheme="ws"):
@@ -503,7 +514,7 @@ class RawWS:
             raise AssertionError("handshake refused: %r" % head[:300])
         import hashlib
         accept = base64.b64encode(hashlib.sha1(
-            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC11B65").encode()).digest()).decode()
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
         headers = {}
         for ln in lines[1:]:
             k, _, v = ln.partition(":")
@@ -680,8 +691,8 @@ def http_connection(port, tls=False, timeout=5):
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        return http.client.HTTPSConnection(HOST, port, timeout=scaled(timeout), context=ctx)
-    return http.client.HTTPConnection(HOST, port, timeout=scaled(timeout))
+        return http_client.HTTPSConnection(HOST, port, timeout=scaled(timeout), context=ctx)
+    return http_client.HTTPConnection(HOST, port, timeout=scaled(timeout))
 
 
 def http_request(port, method, path, body=None, headers=None, tls=False, timeout=5, conn=None):
@@ -992,3 +1003,9 @@ class Device:
 
     def put(self, chid, **kw):
         return put(self.endpoints[chid], **kw)
+
+
+def http(method, url, body=None, headers=None, timeout=5):
+    """(status, headers, body) of one request to a full URL."""
+    r = http_url(method, url, body=body, headers=headers, timeout=timeout)
+    return r.status, r.headers, r.body

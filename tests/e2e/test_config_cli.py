@@ -89,8 +89,8 @@ format = json
 """ % (b64key(), b64key()))
 
     def test_t_value_forms(self):
-        forms = [("client", "hello_timeout", v) for v in ("250ms", "20s", "5m", "3h", "30",
-                                                          "1s")]
+        forms = [("client", "hello_timeout", v) for v in ("1500ms", "20s", "5m", "30", "1s")]
+        forms += [("client", "pong_interval", "3h"), ("storage", "timeout_live", "250000ms")]
         forms += [("client", "min_ping_interval", "0"), ("client", "resend_interval", "0"),
                   ("client", "pong_interval", "0")]
         forms += [("endpoint", "cors", v) for v in ("1", "0", "true", "false", "yes", "no",

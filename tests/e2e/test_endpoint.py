@@ -163,6 +163,9 @@ class TestStatuses(EndpointCase):
 
     def test_413_data_too_long(self):
         self.assertError(spd.put(self.endpoint, version=1, data="x" * 4097), 413)
+        self.dev.expect_nothing_pending()
+
+    def test_413_data_too_long_in_query(self):
         self.assertError(spd.put(self.endpoint, query={"version": 1, "data": "y" * 4097}), 413)
         self.dev.expect_nothing_pending()
 

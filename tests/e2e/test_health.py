@@ -113,6 +113,10 @@ class TestDrain(spd.DaemonCase):
     PER_TEST = True
     CONFIG = {"server": {"drain_seconds": "2"}}
 
+    def tearDown(self):
+        # These tests end the daemon on purpose: reap it and check its exit and its log.
+        self.daemon.stop()
+
     def test_sigterm_drains_devices_with_1001_and_exits_0(self):
         devices = [self.device() for _ in range(4)]
         t0 = time.monotonic()
