@@ -131,7 +131,7 @@ class TestRegister(spd.DaemonCase):
     def test_invalid_channelid_is_401(self):
         good = new_chid()
         for value in ("", "not-a-uuid", good[:-1], good + "0", good.replace("-", "")[:31],
-                      good[:8] + "_" + good[9:], "x" * 101, "x" * 100000, 123, None, True,
+                      good[:8] + "_" + good[9:], "x" * 101, "x" * 20000, 123, None, True,
                       [good], {"id": good}):
             with self.subTest(channelID=str(value)[:40]):
                 d = self.device()
