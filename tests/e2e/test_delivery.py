@@ -144,6 +144,26 @@ class TestStoredDelivery(spd.DaemonCase):
         self.assertEqual(d.notification(), [{"channelID": chid, "version": 12,
                                              "data": "twelve"}])
 
+    def test_lower_version_does_not_replace_higher_pending(self):
+        # SPEC §6 leaves the order open; docs/protocol.md: the higher pending version stays.
+        d = self.device(channels=1)
+        chid = next(iter(d.endpoints))
+        d.disconnect()
+        self.assertJSONResponse(d.put(chid, version=12, data="twelve"), 202, {})
+        self.assertJSONResponse(d.put(chid, version=10, data="ten"), 202, {})
+        d.reconnect()
+        self.assertEqual(d.notification(), [{"channelID": chid, "version": 12,
+                                             "data": "twelve"}])
+
+    def test_second_hello_resends_pending(self):
+        d = self.device(channels=1)
+        chid = next(iter(d.endpoints))
+        self.assertJSONResponse(d.put(chid, version=21), 200, {})
+        live = d.notification()
+        self.assertEqual(spd.hello(d.ws, d.uaid, [chid]),
+                         {"messageType": "hello", "status": 200, "uaid": d.uaid})
+        self.assertEqual(d.notification(), live)
+
     def test_unacked_redelivered_on_reconnect(self):
         d = self.device(channels=1)
         chid = next(iter(d.endpoints))

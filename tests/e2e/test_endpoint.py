@@ -237,6 +237,12 @@ class TestVersionAndData(EndpointCase):
         self.assertEqual(self.delivered(), {"channelID": self.chid, "version": 12,
                                             "data": "a b c&d=e\u00e9"})
 
+    def test_repeated_field_first_counts(self):
+        # docs/protocol.md: for a repeated field the first one counts.
+        r = self.put_path(self.path, "version=3&version=4&data=a&data=b")
+        self.assertJSONResponse(r, 200, {})
+        self.assertEqual(self.delivered(), {"channelID": self.chid, "version": 3, "data": "a"})
+
     def test_no_content_type_parsed_as_form(self):
         r = spd.put(self.endpoint, version=5, content_type=None)
         self.assertJSONResponse(r, 200, {})
@@ -303,6 +309,8 @@ class TestCors(EndpointCase):
     def test_put_still_works(self):
         r = spd.put(self.endpoint, version=3, headers={"Origin": "http://app.example"})
         self.assertJSONResponse(r, 200, {})
+        # docs/protocol.md: every endpoint response carries the CORS headers.
+        self.assertEqual(r.headers.get("access-control-allow-origin"), "*", r)
         self.assertEqual(self.delivered()["version"], 3)
 
     def test_other_methods_still_405(self):

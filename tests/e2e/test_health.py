@@ -93,6 +93,20 @@ class TestHealth(spd.DaemonCase):
         self.assertEqual(r.status, 404, r)
         self.assertEqual(r.content_type(), "application/json", r)
 
+    def test_health_paths_other_methods_405(self):
+        # SPEC is silent; docs/protocol.md: 405 with Allow: GET.
+        for path in ("/status/", "/__lbheartbeat__", "/__heartbeat__", "/__version__"):
+            with self.subTest(path=path):
+                r = self.http("POST", path, body="x=1")
+                self.assertError(r, 405)
+                self.assertEqual(r.headers.get("allow"), "GET", r)
+
+    def test_internal_port_refuses_websocket(self):
+        with self.assertRaises(Exception):
+            ws = spd.ws_connect(self.daemon.internal_port, timeout=3)
+            self.addCleanup(spd.ws_close, ws)
+            self.assertEqual(spd.hello(ws, channelIDs=[])["status"], 200)
+
     def test_plain_get_root_is_json(self):
         r = self.http("GET", "/")
         self.assertGreaterEqual(r.status, 400, r)

@@ -198,6 +198,20 @@ class TestHello(spd.DaemonCase):
         r.send_json({"messageType": "hello", "channelIDs": []}, fragments=5)
         self.assertNewUaid(r.recv_json())
 
+    def test_commands_pipelined_behind_hello(self):
+        ws = self.ws()
+        chid = new_chid()
+        send_json(ws, {"messageType": "hello", "channelIDs": []})
+        send_json(ws, {"messageType": "register", "channelID": chid})
+        ws.send("{}")
+        self.assertNewUaid(recv_json(ws))
+        # Then the register reply and the pong, in either order (the register waits for
+        # storage, the ping does not).
+        rest = sorted((recv_json(ws), recv_json(ws)), key=len)
+        self.assertEqual(rest[0], {})
+        self.assertEqual((rest[1].get("messageType"), rest[1].get("status"),
+                          rest[1].get("channelID")), ("register", 200, chid))
+
     def test_hello_reply_sent_once_then_quiet(self):
         ws = self.ws()
         self.assertNewUaid(hello(ws, channelIDs=[]))
