@@ -149,6 +149,16 @@ def run_cli(args, timeout=10):
                           capture_output=True, text=True, timeout=scaled(timeout))
 
 
+def _die_with_parent():
+    """In the child before exec: SIGKILL it if the test runner dies (CTest timeout), so
+    that no daemon outlives its test."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def sanitizer_report(text):
     for m in SANITIZER_MARKERS:
         if m in text:
@@ -197,7 +207,7 @@ class Daemon:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         self.proc = subprocess.Popen([DAEMON, "-c", self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=self.logf,
-                                     stderr=self.logf, env=env)
+                                     stderr=self.logf, env=env, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + scaled(timeout)
         while True:
             m = LISTENING_RE.search(self.log())
@@ -345,11 +355,16 @@ def _close_code(data):
 
 
 def _recv_frame(ws, timeout):
-    """The next data or close frame as (opcode, payload); answers pings; reassembles."""
-    ws.settimeout(scaled(timeout))
+    """The next data or close frame as (opcode, payload); answers pings; reassembles.
+    timeout bounds the whole wait, however many control frames arrive meanwhile."""
+    deadline = time.monotonic() + scaled(timeout)
     parts = []
     first_op = None
     while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NoMessage("no message within %ss" % timeout)
+        ws.settimeout(left)
         try:
             frame = ws.recv_frame()
         except websocket.WebSocketTimeoutException:
