@@ -104,6 +104,7 @@ struct store_req {
     /* Completion, called once on the loop thread. The callback owns the request. */
     store_done_cb done;
     uint64_t owner; /* the caller's id of whoever waits (a connection id) */
+    void *user;     /* the caller's, not owned: the completion callback releases it */
 };
 
 /* Limits every backend applies. Durations in milliseconds. */
