@@ -58,6 +58,8 @@ static json_t *load_object(const char *buf, size_t len)
     json_error_t err;
     json_t *root;
 
+    /* Zeroed: jansson leaves the error code unset when its own allocations fail early. */
+    memset(&err, 0, sizeof(err));
     root = json_loadb(buf, len, MESSAGE_LOAD_FLAGS, &err);
     if (!root && json_error_code(&err) == json_error_numeric_overflow)
         root = json_loadb(buf, len, MESSAGE_LOAD_FLAGS | JSON_DECODE_INT_AS_REAL, &err);
