@@ -4,6 +4,7 @@
  * filtering and version bounds, and the exact texts of every builder and error echo.
  */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -961,6 +962,123 @@ static void test_error_text(void **state)
         assert_string_equal(message_error_text(error_text_rows[i].status), error_text_rows[i].text);
 }
 
+/* ------------------------------------------------------------------------------------- */
+/* Allocation failures inside jansson: a clean NULL or E_JSON, never a crash or a leak.   */
+
+static long alloc_budget = -1; /* allocations left before failing; -1: unlimited */
+
+static void *budget_malloc(size_t size)
+{
+    if (alloc_budget == 0)
+        return NULL;
+    if (alloc_budget > 0)
+        alloc_budget--;
+    return malloc(size);
+}
+
+static void budget_free(void *ptr)
+{
+    free(ptr);
+}
+
+/*
+ * Runs every builder and a parse with n jansson allocations allowed; returns whether every
+ * call succeeded. A call that fails must fail cleanly. Texts with numbers longer than 16
+ * characters are left out: jansson 2.14 itself aborts (an assert in lex_unget_unsave) when
+ * an allocation fails while it lexes one.
+ */
+static bool run_with_budget(long n)
+{
+    static const char ack[] =
+        "{\"messageType\":\"ack\",\"updates\":[" ENTRY(ID_LOWER, "1") "," ENTRY(ID_OTHER, "2") "]}";
+    static const char bad[] = "{\"messageType\":\"Foo\",\"x\":[1,{\"y\":\"z\"}]}";
+    const struct message_update ups[] = {{ID_LOWER, 1, "d", 1}, {ID_OTHER, 2, NULL, 0}};
+    bool all = true;
+    struct message m;
+    enum message_result r;
+    size_t len;
+    char *text;
+
+    json_set_alloc_funcs(budget_malloc, budget_free);
+
+    alloc_budget = n;
+    r = message_parse(ack, sizeof(ack) - 1, &m);
+    alloc_budget = -1;
+    if (r == MESSAGE_OK) {
+        assert_int_equal(m.n_acks, 2);
+        message_clear(&m);
+    } else {
+        assert_int_equal(r, MESSAGE_E_JSON);
+        assert_null(m.root);
+        all = false;
+    }
+
+    alloc_budget = -1;
+    assert_int_equal(message_parse(bad, sizeof(bad) - 1, &m), MESSAGE_E_INVALID);
+    alloc_budget = n;
+    text = message_error(m.root, 401, &len);
+    alloc_budget = -1;
+    if (text)
+        expect_text(text, &len,
+                    "{\"messageType\":\"foo\",\"x\":[1,{\"y\":\"z\"}],\"status\":401,"
+                    "\"error\":\"Invalid Command\"}");
+    else
+        all = false;
+    message_clear(&m);
+
+    alloc_budget = n;
+    text = message_hello_reply(ID_LOWER, &len);
+    alloc_budget = -1;
+    if (text)
+        expect_text(text, &len,
+                    "{\"messageType\":\"hello\",\"status\":200,\"uaid\":\"" ID_LOWER "\"}");
+    else
+        all = false;
+
+    alloc_budget = n;
+    text = message_register_reply(ID_LOWER, 413, NULL, &len);
+    alloc_budget = -1;
+    if (text)
+        free(text);
+    else
+        all = false;
+
+    alloc_budget = n;
+    text = message_unregister_reply(ID_LOWER, &len);
+    alloc_budget = -1;
+    if (text)
+        free(text);
+    else
+        all = false;
+
+    alloc_budget = n;
+    text = message_notification(ups, N_ELEMS(ups), &len);
+    alloc_budget = -1;
+    if (text)
+        expect_text(text, &len,
+                    "{\"messageType\":\"notification\",\"updates\":[{\"channelID\":\"" ID_LOWER
+                    "\",\"version\":1,\"data\":\"d\"},{\"channelID\":\"" ID_OTHER
+                    "\",\"version\":2}]}");
+    else
+        all = false;
+
+    json_set_alloc_funcs(malloc, free);
+    return all;
+}
+
+static void test_alloc_failures(void **state)
+{
+    long n;
+
+    for (n = 0; n < 1000; n++) {
+        if (run_with_budget(n))
+            break;
+    }
+    /* Some budgets failed, and a large enough one succeeds. */
+    assert_true(n > 0);
+    assert_true(n < 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -984,6 +1102,7 @@ int main(void)
         cmocka_unit_test(test_error_table),
         cmocka_unit_test(test_error_non_object),
         cmocka_unit_test(test_error_text),
+        cmocka_unit_test(test_alloc_failures),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
