@@ -21,7 +21,7 @@
 #define MESSAGE_VERSION_MAX INT64_MAX
 
 enum message_type {
-    MESSAGE_PING,       /* {} or messageType "ping" */
+    MESSAGE_PING, /* {} or messageType "ping" */
     MESSAGE_HELLO,
     MESSAGE_REGISTER,
     MESSAGE_UNREGISTER,
@@ -51,9 +51,9 @@ struct message {
 
     /* hello */
     enum message_uaid uaid_kind;
-    uint8_t uaid[IDS_BYTES];       /* when MESSAGE_UAID_VALID */
-    struct ids_spelling uaid_sp;   /* when MESSAGE_UAID_VALID */
-    size_t n_channel_ids;          /* the length of "channelIDs" */
+    uint8_t uaid[IDS_BYTES];     /* when MESSAGE_UAID_VALID */
+    struct ids_spelling uaid_sp; /* when MESSAGE_UAID_VALID */
+    size_t n_channel_ids;        /* the length of "channelIDs" */
 
     /* register, unregister */
     uint8_t chid[IDS_BYTES];
