@@ -18,7 +18,7 @@ _Static_assert(sizeof(json_int_t) == sizeof(int64_t), "jansson integers must be 
 #define MESSAGE_LOAD_FLAGS (JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL)
 #define MESSAGE_DUMP_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER)
 
-/* The largest version accepted as a JSON real: the last integer a double holds exactly. */
+/* The largest version accepted as a JSON real: 2^53, up to which a double holds every integer. */
 #define MESSAGE_REAL_VERSION_MAX 9007199254740992.0
 
 /* Message types by name; messageType is matched against these case-insensitively. */
