@@ -1,18 +1,66 @@
 /*
  * Unit tests for ids: accepted spellings round-trip byte for byte, every other string is
  * rejected, and generated ids are distinct version 4 UUIDs.
+ *
+ * The test compiles ids.c itself, with RAND_bytes and getrandom routed through stubs, so
+ * that the fallback to getrandom and the abort when both fail can be exercised.
  */
+#include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/rand.h>
 
 #include "simplepushd/ids.h"
+
+/* Stub behaviour: real sources, or RAND_bytes failing and getrandom scripted. */
+static bool fail_rand;
+static enum { GETRANDOM_REAL, GETRANDOM_SCRIPT, GETRANDOM_EIO } getrandom_mode;
+static int getrandom_calls;
+
+static int stub_rand_bytes(unsigned char *buf, int num)
+{
+    return fail_rand ? 0 : RAND_bytes(buf, num);
+}
+
+/* Scripted: first call interrupted, second call short (5 bytes of 0x11), then 0x22s. */
+static ssize_t stub_getrandom(void *buf, size_t len, unsigned int flags)
+{
+    size_t n = len;
+
+    if (getrandom_mode == GETRANDOM_REAL)
+        return getrandom(buf, len, flags);
+    getrandom_calls++;
+    if (getrandom_mode == GETRANDOM_EIO) {
+        errno = EIO;
+        return -1;
+    }
+    if (getrandom_calls == 1) {
+        errno = EINTR;
+        return -1;
+    }
+    if (getrandom_calls == 2 && n > 5)
+        n = 5;
+    memset(buf, getrandom_calls == 2 ? 0x11 : 0x22, n);
+    return (ssize_t)n;
+}
+
+#define RAND_bytes stub_rand_bytes
+#define getrandom  stub_getrandom
+#include "../../src/ids.c"
+#undef RAND_bytes
+#undef getrandom
 
 /* Asserts that s parses, that its bytes are want_hex, and that formatting gives s back. */
 static void check_round_trip(const char *s, const char *want_hex)
@@ -282,6 +330,48 @@ static void test_generate(void **state)
     free(ids);
 }
 
+/* When RAND_bytes fails, getrandom fills the id, retrying after EINTR and short reads. */
+static void test_generate_falls_back_to_getrandom(void **state)
+{
+    uint8_t id[IDS_BYTES];
+    static const uint8_t want[IDS_BYTES] = {0x11, 0x11, 0x11, 0x11, 0x11, 0x22, 0x42, 0x22,
+                                            0xa2, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22};
+
+    fail_rand = true;
+    getrandom_mode = GETRANDOM_SCRIPT;
+    getrandom_calls = 0;
+    ids_generate(id);
+    fail_rand = false;
+    getrandom_mode = GETRANDOM_REAL;
+    assert_int_equal(getrandom_calls, 3);
+    assert_memory_equal(id, want, IDS_BYTES);
+}
+
+/* With no working random source, ids_generate aborts instead of returning a weak id. */
+static void test_generate_aborts_without_randomness(void **state)
+{
+    pid_t pid;
+    int status;
+
+    fflush(NULL);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        uint8_t id[IDS_BYTES];
+        struct rlimit no_core = {0, 0};
+
+        setrlimit(RLIMIT_CORE, &no_core);
+        signal(SIGABRT, SIG_DFL);
+        fail_rand = true;
+        getrandom_mode = GETRANDOM_EIO;
+        ids_generate(id);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGABRT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +383,8 @@ int main(void)
         cmocka_unit_test(test_rejected_strings),
         cmocka_unit_test(test_every_byte_at_every_position),
         cmocka_unit_test(test_generate),
+        cmocka_unit_test(test_generate_falls_back_to_getrandom),
+        cmocka_unit_test(test_generate_aborts_without_randomness),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
