@@ -177,7 +177,7 @@ struct token_ring *token_ring_new(const char *keys_csv, char *err, size_t errlen
         const char *start = p;
         const char *end = comma ? comma : p + strlen(p);
         size_t number = ring->n + 1;
-        struct token_key *k = &ring->keys[ring->n];
+        struct token_key *k;
 
         while (start < end && is_blank(*start))
             start++;
@@ -191,6 +191,7 @@ struct token_ring *token_ring_new(const char *keys_csv, char *err, size_t errlen
             set_err(err, errlen, "endpoint.token_keys: key %zu is empty", number);
             goto fail;
         }
+        k = &ring->keys[ring->n];
         if (b64url_decode(start, (size_t)(end - start), k->key, TOKEN_KEY_LEN) != 0) {
             set_err(err, errlen,
                     "endpoint.token_keys: key %zu is not 32 bytes of base64url "
