@@ -13,7 +13,8 @@
  * work and inih's multi-line continuation values never happen), turns pushgo's '/' comment
  * lines into blank lines and refuses lines longer than inih's line buffer rather than let
  * inih split them. The first error stops the reading: the reader returns end of file once an
- * error is recorded.
+ * error is recorded. Warnings are held until the end, and only those of lines before the
+ * first error are logged (inih reads on past its own syntax errors).
  */
 #include "simplepushd/config.h"
 

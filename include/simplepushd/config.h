@@ -5,7 +5,9 @@
  * written as "[section] key" or as pushgo's flat dotted "section.key"; pushgo 1.x names that
  * differ from ours (host, port, push.endpoint, token_key, db.*, ...) are aliases. pushgo keys
  * that have no meaning here are accepted with a warning naming file:line; any other unknown
- * key, and any bad value, is an error naming file:line.
+ * key, and any bad value, is an error naming file:line. A key given twice takes the last
+ * value (with a warning); an empty value gives a string key its default. docs/config.md
+ * describes the format and every key.
  *
  * The module fills a plain struct and never touches lws, libuv or storage. Not thread-safe:
  * call it from the loop thread (or before it starts).
