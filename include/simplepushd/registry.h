@@ -60,7 +60,6 @@ int registry_bind_uaid(struct registry *reg, const uint8_t uaid[IDS_BYTES], void
 void *registry_find_uaid(const struct registry *reg, const uint8_t uaid[IDS_BYTES]);
 
 /* Unbinds uaid only if it is still bound to session (a newer socket may hold it now). */
-void registry_unbind_uaid(struct registry *reg, const uint8_t uaid[IDS_BYTES],
-                          const void *session);
+void registry_unbind_uaid(struct registry *reg, const uint8_t uaid[IDS_BYTES], const void *session);
 
 #endif
