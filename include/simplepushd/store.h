@@ -101,9 +101,15 @@ struct store_req {
     struct store_update *updates;
     size_t n_updates;
 
-    /* Completion, called once on the loop thread. The callback owns the request. */
+    /*
+     * Completion, called once on the loop thread. The callback owns the request (it frees it,
+     * or submits it again: submitting clears the results first). A request without a done
+     * callback is freed by the store.
+     */
     store_done_cb done;
     uint64_t owner; /* the caller's id of whoever waits (a connection id) */
+
+    struct store_req *next; /* private to the store: its queue link */
 };
 
 /* Limits every backend applies. Durations in milliseconds. */
@@ -126,20 +132,26 @@ struct store *store_mem_new(uv_loop_t *loop, const struct store_limits *limits);
 
 /*
  * Submits req; its done callback runs later on the loop thread (never inside this call),
- * with req->status set. Loop thread only.
+ * with req->status set. Requests on one uaid complete in submission order (with the memory
+ * backend, all requests do). Loop thread only.
  */
 void store_submit(struct store *st, struct store_req *req);
 
-/* Replaces the limits (reload). Loop thread only. */
+/* Replaces the limits (reload); requests executed from then on see the new ones. Loop thread only.
+ */
 void store_set_limits(struct store *st, const struct store_limits *limits);
 
 /* The backend's name ("memory", "memcached"). */
 const char *store_name(const struct store *st);
 
 /*
- * Closes the store: requests not yet completed complete with STORE_UNAVAILABLE (still
- * asynchronously), timers and handles are closed, and the store frees itself once the loop
- * has run their close callbacks. Loop thread only. Accepts NULL.
+ * Closes the store: requests not yet completed complete with STORE_UNAVAILABLE and no results
+ * (still asynchronously, once the loop has run the store's close callbacks), and so do
+ * requests submitted from then on; worker threads are joined (this waits for the request each
+ * worker is executing, if any); timers and handles are closed, and the store frees itself
+ * after the last completion. The store keeps the loop alive while requests are outstanding,
+ * and not otherwise. Loop thread only. Accepts NULL; a second call before the store is freed
+ * does nothing.
  */
 void store_close(struct store *st);
 
