@@ -10,7 +10,9 @@
  * Data model (SPEC §6, §9): per uaid, a set of channels; per channel its state (registered,
  * deleted) and at most one pending update (version, optional data), the newest. All of it
  * expires: pending updates after timeout_live, deleted channels and dropped uaids after
- * timeout_del.
+ * timeout_del. A uaid's record lives timeout_live after the last operation on it (any op that
+ * finds or makes it refreshes it), and never less long than anything it holds; expired
+ * records are gone as if never written ("unknown").
  */
 #ifndef SIMPLEPUSHD_STORE_H
 #define SIMPLEPUSHD_STORE_H
@@ -33,20 +35,35 @@ enum store_op {
      * known (a record exists) and its lifetime is refreshed.
      */
     STORE_HELLO,
-    /* In: uaid, chid, chid_sp. Out: status STORE_OK or STORE_TOO_MANY (max_channels). */
+    /*
+     * In: uaid, chid, chid_sp. Out: status STORE_OK or STORE_TOO_MANY (the uaid holds
+     * max_channels registered channels and chid is not one of them). Idempotent; the latest
+     * chid_sp is kept. A deleted channel becomes registered again. Makes the uaid's record if
+     * it has none (a dropped uaid is taken again, empty).
+     */
     STORE_REGISTER,
-    /* In: uaid, chid. Drops the pending update; the channel's endpoints answer 410. */
+    /*
+     * In: uaid, chid. Always STORE_OK (unless out of memory). Drops the pending update; the
+     * channel stops counting against max_channels, and its endpoints answer 410 for
+     * timeout_del, also when the channel was unknown. No effect on a dropped uaid.
+     */
     STORE_UNREGISTER,
-    /* In: uaid, acks. Removes each pending update whose version <= the acked version. */
+    /*
+     * In: uaid, acks. Removes each pending update whose version <= the acked version; unknown
+     * channels are ignored. Always STORE_OK.
+     */
     STORE_ACK,
     /*
      * In: uaid, chid, chid_sp, version, data/data_len (owned by the request). Stores the
-     * update unless a newer one is pending (then keeps the newer). Out: STORE_OK with
-     * updates[0] = the channel's pending update after the edit; STORE_GONE when the channel
-     * was unregistered or its uaid dropped (within timeout_del).
+     * update unless a newer one is pending (then keeps the newer; an equal version replaces),
+     * and a stored update expires timeout_live later. Empty data counts as none. Out: STORE_OK
+     * with updates[0] = the channel's pending update after the edit; STORE_GONE when the
+     * channel was unregistered or its uaid dropped (within timeout_del). An unknown uaid or
+     * channel (e.g. expired) is accepted and stored, as pushgo did; such a channel does not
+     * count against max_channels unless the device registers it.
      */
     STORE_UPDATE,
-    /* In: uaid. Out: updates = every pending update. */
+    /* In: uaid. Out: updates = every pending, unexpired update (none for an unknown uaid). */
     STORE_FETCH,
 };
 

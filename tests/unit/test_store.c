@@ -3,10 +3,11 @@
  * (per-uaid ordering across many requests and threads, completions on the loop thread,
  * limits handed to workers, closing with requests queued and executing), the loop-thread path
  * (exec inside submit, completion later, in order), the housekeeping tick, requests without a
- * callback, reuse of a request, and bad arguments to store_create().
+ * callback, reuse of a request, bad arguments to store_create(), and every failure inside it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,8 +15,65 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <uv.h>
 
-#include "../../src/store_backend.h"
+/*
+ * store.c is included (h2o style) so that its allocations and libuv calls can be made to
+ * fail: each fake fails its fail_at-th call after arming.
+ */
+struct failer {
+    long calls, fail_at;
+};
+static struct failer f_calloc, f_thread, f_async, f_mutex, f_cond;
+
+static bool should_fail(struct failer *f)
+{
+    f->calls++;
+    return f->fail_at && f->calls == f->fail_at;
+}
+
+static void arm(struct failer *f, long fail_at)
+{
+    f->calls = 0;
+    f->fail_at = fail_at;
+}
+
+static void *fake_calloc(size_t n, size_t size)
+{
+    return should_fail(&f_calloc) ? NULL : calloc(n, size);
+}
+
+static int fake_thread_create(uv_thread_t *tid, uv_thread_cb entry, void *arg)
+{
+    return should_fail(&f_thread) ? UV_EAGAIN : uv_thread_create(tid, entry, arg);
+}
+
+static int fake_async_init(uv_loop_t *loop, uv_async_t *async, uv_async_cb cb)
+{
+    return should_fail(&f_async) ? UV_EMFILE : uv_async_init(loop, async, cb);
+}
+
+static int fake_mutex_init(uv_mutex_t *m)
+{
+    return should_fail(&f_mutex) ? UV_ENOMEM : uv_mutex_init(m);
+}
+
+static int fake_cond_init(uv_cond_t *c)
+{
+    return should_fail(&f_cond) ? UV_ENOMEM : uv_cond_init(c);
+}
+
+#define calloc           fake_calloc
+#define uv_thread_create fake_thread_create
+#define uv_async_init    fake_async_init
+#define uv_mutex_init    fake_mutex_init
+#define uv_cond_init     fake_cond_init
+#include "../../src/store.c"
+#undef calloc
+#undef uv_thread_create
+#undef uv_async_init
+#undef uv_mutex_init
+#undef uv_cond_init
 
 #define MAX_REQS 4096
 
@@ -174,7 +232,8 @@ static void make_uaid(uint8_t uaid[IDS_BYTES], unsigned n)
 static void submit(struct fx *fx, unsigned uaid, uint64_t owner)
 {
     struct store_req *req = store_req_new(STORE_FETCH);
-    assert_non_null(req);
+    if (!req)
+        abort(); /* (cmocka's asserts do not tell the compiler that req is not NULL) */
     make_uaid(req->uaid, uaid);
     req->owner = owner;
     req->done = on_done;
@@ -486,6 +545,46 @@ static void test_create_bad_args(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* Every failure inside store_create() returns NULL, leaves the backend alone, leaks nothing. */
+static void test_create_failures(void **state)
+{
+    struct {
+        struct failer *f;
+        long fail_at;
+    } cases[] = {
+        {&f_calloc, 1}, /* the store */
+        {&f_calloc, 2}, /* the workers */
+        {&f_mutex, 1},  /* done_lock */
+        {&f_mutex, 2},  /* the first worker's lock */
+        {&f_mutex, 4},  /* the third worker's lock */
+        {&f_cond, 1},   {&f_cond, 3},  {&f_thread, 1},
+        {&f_thread, 4}, {&f_async, 1}, /* after all workers started */
+    };
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct fake *f = calloc(1, sizeof(*f));
+    assert_int_equal(uv_mutex_init(&f->lock), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        arm(cases[i].f, cases[i].fail_at);
+        assert_null(store_create(&loop, &fake_ops, f, 4, &limits));
+        assert_int_equal(cases[i].f->calls, cases[i].fail_at); /* the failure did happen */
+        arm(cases[i].f, 0);
+        assert_false(f->freed);
+    }
+    /* Without workers, too. */
+    arm(&f_async, 1);
+    assert_null(store_create(&loop, &fake_ops, f, 0, &limits));
+    arm(&f_async, 0);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0); /* no handle was left behind */
+    assert_int_equal(uv_loop_close(&loop), 0);
+
+    arm(&f_calloc, 1);
+    assert_null(store_req_new(STORE_FETCH));
+    arm(&f_calloc, 0);
+    uv_mutex_destroy(&f->lock);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -502,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_reuse),
         cmocka_unit_test(test_req_new_free),
         cmocka_unit_test(test_create_bad_args),
+        cmocka_unit_test(test_create_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

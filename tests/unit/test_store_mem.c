@@ -2,10 +2,12 @@
  * Unit tests of the in-process store (store_mem.c behind store.c): every operation and rule of
  * the store.h contract, expiry through a fake clock (lazy, by the incremental sweep, and by
  * the backend's timer), completion order and timing (never inside store_submit), closing with
- * requests outstanding, and a randomized comparison against a simple reference model.
+ * requests outstanding, allocation failures (STORE_ERROR, never a crash or a leak), and a
+ * randomized comparison against a simple reference model.
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,7 +15,41 @@
 
 #include <cmocka.h>
 
+/*
+ * The backend's .c is included (h2o style) so that its allocations can be made to fail:
+ * the fail_at-th malloc/calloc from arming on returns NULL.
+ */
+static long alloc_calls;
+static long alloc_fail_at;
+
+static bool alloc_should_fail(void)
+{
+    alloc_calls++;
+    return alloc_fail_at && alloc_calls == alloc_fail_at;
+}
+
+static void *fake_malloc(size_t n)
+{
+    return alloc_should_fail() ? NULL : malloc(n);
+}
+
+static void *fake_calloc(size_t n, size_t size)
+{
+    return alloc_should_fail() ? NULL : calloc(n, size);
+}
+
+static void fail_alloc_at(long n)
+{
+    alloc_calls = 0;
+    alloc_fail_at = n;
+}
+
 #include "../../src/store_backend.h"
+#define malloc fake_malloc
+#define calloc fake_calloc
+#include "../../src/store_mem.c"
+#undef malloc
+#undef calloc
 
 #define MAXCH 3
 #define LIVE  10000
@@ -876,6 +912,167 @@ static void test_close_outstanding(void **state)
     }
 }
 
+/* ---- allocation failures ---- */
+
+/* Prepares state (no failure), then runs one operation; returns its status. */
+struct alloc_case {
+    const char *name;
+    void (*prepare)(struct fx *fx);
+    struct store_req *(*op)(void);
+};
+
+static void prep_none(struct fx *fx)
+{
+}
+
+static void prep_pending(struct fx *fx)
+{
+    for (unsigned c = 10; c < 10 + MAXCH; c++) {
+        assert_int_equal(reg(fx, 1, c), STORE_OK);
+        store_req_free(update(fx, 1, c, 1, "data"));
+    }
+}
+
+/* Seven unlisted channels: the next one makes the channel table grow. */
+static void prep_full_table(struct fx *fx)
+{
+    for (unsigned c = 100; c < 105; c++)
+        assert_int_equal(update_status(fx, 1, c, 1), STORE_OK);
+}
+
+/* 64 uaids: the next one makes the uaid table grow (a failure there is harmless). */
+static void prep_full_buckets(struct fx *fx)
+{
+    for (unsigned u = 1000; u < 1064; u++)
+        assert_int_equal(reg(fx, u, 1), STORE_OK);
+}
+
+static struct store_req *op_hello_new(void)
+{
+    struct store_req *req = req_new(STORE_HELLO, 0, 0);
+    make_id(req->new_uaid, 2);
+    return req;
+}
+
+static struct store_req *op_hello_pending(void)
+{
+    struct store_req *req = req_new(STORE_HELLO, 1, 0);
+    req->uaid_valid = true;
+    req->n_channels = 1;
+    return req;
+}
+
+static struct store_req *op_register(void)
+{
+    return req_new(STORE_REGISTER, 1, 50);
+}
+
+static struct store_req *op_register_other_uaid(void)
+{
+    return req_new(STORE_REGISTER, 2, 50);
+}
+
+static struct store_req *op_unregister(void)
+{
+    return req_new(STORE_UNREGISTER, 3, 50);
+}
+
+static struct store_req *op_update(void)
+{
+    struct store_req *req = req_new(STORE_UPDATE, 1, 200);
+    req->version = 2;
+    req->data = strdup("some data");
+    req->data_len = 9;
+    return req;
+}
+
+static struct store_req *op_update_existing(void)
+{
+    struct store_req *req = req_new(STORE_UPDATE, 1, 10);
+    req->version = 2;
+    req->data = strdup("newer data");
+    req->data_len = 10;
+    return req;
+}
+
+static struct store_req *op_fetch(void)
+{
+    return req_new(STORE_FETCH, 1, 0);
+}
+
+static struct store_req *op_ack(void)
+{
+    struct store_req *req = req_new(STORE_ACK, 1, 0);
+    req->acks = calloc(1, sizeof(*req->acks));
+    make_id(req->acks[0].chid, 100);
+    req->acks[0].version = 5;
+    req->n_acks = 1;
+    return req;
+}
+
+static void test_alloc_failures(void **state)
+{
+    static const struct alloc_case cases[] = {
+        {"hello new", prep_none, op_hello_new},
+        {"hello pending", prep_pending, op_hello_pending},
+        {"register", prep_none, op_register},
+        {"register grows uaids", prep_full_buckets, op_register_other_uaid},
+        {"register grows chans", prep_full_table, op_register},
+        {"unregister", prep_none, op_unregister},
+        {"update new", prep_none, op_update},
+        {"update new grows", prep_full_table, op_update},
+        {"update existing", prep_pending, op_update_existing},
+        {"fetch", prep_pending, op_fetch},
+        {"ack shrinks", prep_full_table, op_ack},
+    };
+    struct fx *fx = *state;
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        bool saw_error = false, saw_ok = false;
+        for (long fail = 1; !saw_ok; fail++) {
+            struct fx *f = NULL;
+            setup((void **)&f);
+            cases[k].prepare(f);
+            struct store_req *req = cases[k].op();
+            fail_alloc_at(fail);
+            run(f, req);
+            bool failed = alloc_calls >= fail;
+            fail_alloc_at(0);
+            if (!failed) {
+                assert_int_equal(req->status, STORE_OK);
+                saw_ok = true;
+            } else {
+                if (req->status != STORE_OK && req->status != STORE_ERROR)
+                    fail_msg("%s, allocation %ld: status %d", cases[k].name, fail, req->status);
+                saw_error = saw_error || req->status == STORE_ERROR;
+            }
+            store_req_free(req);
+            /* The store still works. */
+            assert_int_equal(reg(f, 4, 77), STORE_OK);
+            assert_int_equal(update_status(f, 4, 77, 9), STORE_OK);
+            assert_int_equal(pending_version(f, 4, 77), 9);
+            void *p = f;
+            teardown(&p);
+            assert_true(fail < 50);
+        }
+        if (cases[k].op != op_ack)
+            assert_true(saw_error);
+    }
+    cur = fx;
+}
+
+static void test_new_alloc_failures(void **state)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    for (long fail = 1; fail <= 2; fail++) {
+        fail_alloc_at(fail);
+        assert_null(store_mem_new(&loop, &limits));
+    }
+    fail_alloc_at(0);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /* ---- a randomized comparison with a reference model ---- */
 
 enum { MU = 8, MC = 12, M_MAX = 4, M_LIVE = 60, M_DEL = 35 };
@@ -1181,6 +1378,8 @@ int main(void)
         T(test_completion_order),
         T(test_submit_from_callback),
         T(test_close_outstanding),
+        T(test_alloc_failures),
+        cmocka_unit_test(test_new_alloc_failures),
         T(test_against_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
