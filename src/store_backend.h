@@ -31,7 +31,8 @@ struct store_backend_ops {
      * and req->reset false on entry). With no workers it runs on the loop thread and worker
      * is 0; otherwise on worker thread number "worker" (0 .. n_workers - 1), which runs one
      * request at a time, so per-worker state (a memcached_st) needs no lock. limits is a
-     * snapshot valid during the call.
+     * snapshot valid during the call. A worker exec must return in bounded time (use I/O
+     * timeouts): store_close() joins the workers and so waits for the calls in progress.
      */
     void (*exec)(void *backend, unsigned worker, const struct store_limits *limits,
                  struct store_req *req);
