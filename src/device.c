@@ -28,12 +28,12 @@
 #include "simplepushd/token.h"
 
 /* Close codes (SPEC §4). */
-#define CLOSE_NORMAL 1000
-#define CLOSE_GOING_AWAY 1001
+#define CLOSE_NORMAL      1000
+#define CLOSE_GOING_AWAY  1001
 #define CLOSE_UNSUPPORTED 1003
-#define CLOSE_POLICY 1008
-#define CLOSE_TOO_BIG 1009
-#define CLOSE_PING_FLOOD 4774
+#define CLOSE_POLICY      1008
+#define CLOSE_TOO_BIG     1009
+#define CLOSE_PING_FLOOD  4774
 
 /* Seconds a closing socket may take to flush before it is killed. */
 #define CLOSE_GRACE_SECS 2
@@ -57,7 +57,7 @@ struct device_session {
     struct timers_node tn;
     struct outmsg *out_head, *out_tail;
     struct outmsg *deferred; /* messages that arrived while the hello was with the store */
-    char *rx; /* reassembly buffer, only while a fragmented message arrives */
+    char *rx;                /* reassembly buffer, only while a fragmented message arrives */
     uint32_t rx_len, rx_cap;
     uint32_t out_bytes;
     uint32_t hello_due, pong_due, resend_due; /* timers_now() seconds, 0 = none */
@@ -372,13 +372,15 @@ static void hello_done(struct store_req *req)
 
     char uaid[IDS_MAX_STR + 1];
     size_t len;
+    char *text;
     ids_format(s->uaid, &s->uaid_sp, uaid);
-    queue_owned(s, message_hello_reply(uaid, &len), len);
+    text = message_hello_reply(uaid, &len);
+    queue_owned(s, text, len);
     if (req->n_updates)
         send_updates(s, req->updates, req->n_updates);
     if (server_self->cfg->client_resend_interval_ms)
-        s->resend_due = timers_now(server_self->timers) +
-                        secs(server_self->cfg->client_resend_interval_ms);
+        s->resend_due =
+            timers_now(server_self->timers) + secs(server_self->cfg->client_resend_interval_ms);
     rearm(s);
     free_req(req);
     run_deferred(s);
@@ -394,18 +396,21 @@ static void register_done(struct store_req *req)
     char chid[IDS_MAX_STR + 1];
     ids_format(req->chid, &req->chid_sp, chid);
     size_t len;
+    char *text;
     if (req->status == STORE_OK) {
         char token[TOKEN_LEN + 1];
         char *url = NULL;
         if (!token_encode(server_self->tokens, s->uaid, req->chid, &req->chid_sp, token))
             url = server_endpoint_url(server_self, token);
-        if (url)
-            queue_owned(s, message_register_reply(chid, 200, url, &len), len);
-        else
+        if (url) {
+            text = message_register_reply(chid, 200, url, &len);
+            queue_owned(s, text, len);
+        } else
             reply_error(s, req->user, 500);
         free(url);
     } else if (req->status == STORE_TOO_MANY) {
-        queue_owned(s, message_register_reply(chid, 413, NULL, &len), len);
+        text = message_register_reply(chid, 413, NULL, &len);
+        queue_owned(s, text, len);
     } else {
         reply_error(s, req->user, req->status == STORE_UNAVAILABLE ? 503 : 500);
     }
@@ -419,8 +424,10 @@ static void unregister_done(struct store_req *req)
         /* Always 200 (SPEC §4): the device has forgotten the channel whatever we answer. */
         char chid[IDS_MAX_STR + 1];
         size_t len;
+        char *text;
         ids_format(req->chid, &req->chid_sp, chid);
-        queue_owned(s, message_unregister_reply(chid, &len), len);
+        text = message_unregister_reply(chid, &len);
+        queue_owned(s, text, len);
     }
     free_req(req);
 }
@@ -449,8 +456,10 @@ static void on_hello(struct device_session *s, struct message *m)
         }
         char uaid[IDS_MAX_STR + 1];
         size_t len;
+        char *text;
         ids_format(s->uaid, &s->uaid_sp, uaid);
-        queue_owned(s, message_hello_reply(uaid, &len), len);
+        text = message_hello_reply(uaid, &len);
+        queue_owned(s, text, len);
         submit_fetch(s);
         return;
     }
