@@ -35,6 +35,12 @@
 #define CLOSE_TOO_BIG     1009
 #define CLOSE_PING_FLOOD  4774
 
+/*
+ * lws 4.1's opcode for a close frame; it keeps it in a private header
+ * (roles/ws/private-lib-roles-ws.h) and expects lws_close_reason() + return -1 instead.
+ */
+#define LWS_WRITE_CLOSE_FRAME ((enum lws_write_protocol)4)
+
 /* Seconds a closing socket may take to flush before it is killed. */
 #define CLOSE_GRACE_SECS 2
 
@@ -83,6 +89,19 @@ static uint32_t secs(uint64_t ms)
     return (uint32_t)((ms + 999) / 1000);
 }
 
+/*
+ * Depth of device_callback() on the stack. lws applies rx flow changes and runs its
+ * timeouts only when it services an event of its own, so what we ask of it from our timer
+ * wheel or from a store completion must be followed by a wake-up (lws_cancel_service).
+ */
+static int in_lws_callback;
+
+static void wake_lws(void)
+{
+    if (!in_lws_callback)
+        lws_cancel_service(server_self->ctx);
+}
+
 /* ---- outgoing queue and closing ---- */
 
 static void drop_queue(struct device_session *s)
@@ -109,14 +128,20 @@ static void close_session(struct device_session *s, uint16_t code, bool drop)
         lws_rx_flow_control(s->wsi, 1); /* let lws see the peer's close */
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_GRACE_SECS);
     lws_callback_on_writable(s->wsi);
+    wake_lws();
 }
 
-/* Queues a text message (copied). Over the pending-bytes bound the session is closed. */
-static int queue_text(struct device_session *s, const char *text, size_t len)
+/*
+ * Queues a text message (copied). Over the pending-bytes bound the session is closed, unless
+ * unbounded: an error reply echoes a request of up to client.max_message_size bytes and is
+ * the last message before the close, so it may exceed the bound.
+ */
+static int queue_message(struct device_session *s, const char *text, size_t len, bool unbounded)
 {
     if (s->close_code)
         return -1;
-    if ((uint64_t)s->out_bytes + len > (uint64_t)server_self->cfg->client_max_pending_bytes) {
+    if (!unbounded &&
+        (uint64_t)s->out_bytes + len > (uint64_t)server_self->cfg->client_max_pending_bytes) {
         log_info("device", "session %llu over its outgoing bound, closing",
                  (unsigned long long)s->id);
         close_session(s, CLOSE_POLICY, true);
@@ -140,6 +165,11 @@ static int queue_text(struct device_session *s, const char *text, size_t len)
     return 0;
 }
 
+static int queue_text(struct device_session *s, const char *text, size_t len)
+{
+    return queue_message(s, text, len, false);
+}
+
 /* Queues a built message (NULL = allocation failure) and frees it. */
 static int queue_owned(struct device_session *s, char *text, size_t len)
 {
@@ -157,7 +187,9 @@ static void reply_error(struct device_session *s, json_t *request, int status)
 {
     size_t len;
     char *text = message_error(request, status, &len);
-    queue_owned(s, text, len);
+    if (text)
+        queue_message(s, text, len, true);
+    free(text);
     close_session(s, CLOSE_NORMAL, false);
 }
 
@@ -165,10 +197,15 @@ static int on_writeable(struct device_session *s)
 {
     struct lws *wsi = s->wsi;
 
+    if (server_self->stopping && !s->close_code)
+        close_session(s, CLOSE_GOING_AWAY, false);
+
     if (s->ping_due && !s->close_code) {
+        /* One byte of payload: lws 4.1 does not report an empty pong to the protocol. */
         unsigned char buf[LWS_PRE + 1];
+        buf[LWS_PRE] = 'p';
         s->ping_due = false;
-        if (lws_write(wsi, buf + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+        if (lws_write(wsi, buf + LWS_PRE, 1, LWS_WRITE_PING) < 1)
             return -1;
         if (s->out_head)
             lws_callback_on_writable(wsi);
@@ -190,7 +227,15 @@ static int on_writeable(struct device_session *s)
         return 0;
     }
     if (s->close_code) {
-        lws_close_reason(wsi, (enum lws_close_status)s->close_code, NULL, 0);
+        /*
+         * The close frame is written here rather than left to lws: Debian's lws is built with
+         * _DEBUG, whose libuv "repeat test" closes a second time right after a polite close,
+         * which drops the frame.
+         */
+        unsigned char buf[LWS_PRE + 2];
+        buf[LWS_PRE] = (unsigned char)(s->close_code >> 8);
+        buf[LWS_PRE + 1] = (unsigned char)(s->close_code & 0xff);
+        lws_write(wsi, buf + LWS_PRE, 2, LWS_WRITE_CLOSE_FRAME);
         return -1;
     }
     return 0;
@@ -237,6 +282,7 @@ void device_on_timer(struct timers_node *node, void *arg)
             /* Nothing came back since our last ping: the peer is gone. */
             lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
             s->close_code = CLOSE_GOING_AWAY;
+            wake_lws();
             return;
         }
         s->ping_due = true;
@@ -344,6 +390,7 @@ static void hello_done(struct store_req *req)
         return;
     }
     lws_rx_flow_control(s->wsi, 1);
+    wake_lws();
     if (req->status != STORE_OK) {
         s->state = SESSION_NEW;
         reply_error(s, req->user, req->status == STORE_UNAVAILABLE ? 503 : 500);
@@ -621,14 +668,17 @@ static int on_receive(struct device_session *s, const char *in, size_t len)
         return 0;
     s->rx_since_ping = true;
     if (lws_frame_is_binary(wsi)) {
-        lws_close_reason(wsi, CLOSE_UNSUPPORTED, NULL, 0);
-        return -1;
+        close_session(s, CLOSE_UNSUPPORTED, true);
+        return 0;
     }
     size_t remaining = lws_remaining_packet_payload(wsi);
     bool final = lws_is_final_fragment(wsi) && !remaining;
     if ((size_t)s->rx_len + len + remaining > max) {
-        lws_close_reason(wsi, CLOSE_TOO_BIG, NULL, 0);
-        return -1;
+        free(s->rx);
+        s->rx = NULL;
+        s->rx_len = s->rx_cap = 0;
+        close_session(s, CLOSE_TOO_BIG, true);
+        return 0;
     }
     if (!s->rx && final) {
         handle_message(s, in, len);
@@ -711,11 +761,9 @@ static void on_closed(struct device_session *s)
     s->id = 0;
 }
 
-int device_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                    size_t len)
+static int dispatch(struct lws *wsi, enum lws_callback_reasons reason, struct device_session *s,
+                    void *in, size_t len)
 {
-    struct device_session *s = user;
-
     switch (reason) {
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         /* New connections start bound to this (the default) protocol. */
@@ -737,4 +785,13 @@ int device_callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     default:
         return 0;
     }
+}
+
+int device_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    in_lws_callback++;
+    int rc = dispatch(wsi, reason, user, in, len);
+    in_lws_callback--;
+    return rc;
 }

@@ -51,8 +51,8 @@ static char *form_decode(const char *s, size_t len, size_t *out_len)
             out[o++] = ' ';
         } else if (s[i] == '%' && i + 2 < len && hexval((unsigned char)s[i + 1]) >= 0 &&
                    hexval((unsigned char)s[i + 2]) >= 0) {
-            out[o++] = (char)(hexval((unsigned char)s[i + 1]) * 16 +
-                              hexval((unsigned char)s[i + 2]));
+            out[o++] =
+                (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
             i += 2;
         } else {
             out[o++] = s[i];
@@ -162,11 +162,13 @@ int endpoint_begin(struct http_txn *txn, const char *path, size_t path_len)
     txn->cors = cfg->endpoint_cors;
 
     /* A body we will not read must not be taken for the next request: close after. */
-    int cl_len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    /* A Content-Length header with an empty value is present (a fragment), and malformed. */
+    bool has_cl = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 ||
+                  lws_hdr_copy_fragment(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH, 0) >= 0;
     bool has_te = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
 
     if (!lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI)) {
-        if (cl_len || has_te)
+        if (has_cl || has_te)
             txn->close_after = true;
         if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI) && cfg->endpoint_cors)
             return http_respond(txn, 200, "{}");
@@ -179,7 +181,7 @@ int endpoint_begin(struct http_txn *txn, const char *path, size_t path_len)
     }
 
     size_t length = 0;
-    if (cl_len) {
+    if (has_cl) {
         int n = lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
         int64_t v;
         if (n <= 0 || endpoint_parse_version(cl, (size_t)n, &v)) {

@@ -82,8 +82,8 @@ static int write_headers(struct http_txn *txn)
     uint8_t buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
     struct lws *wsi = txn->wsi;
 
-    if (lws_add_http_common_headers(wsi, (unsigned)txn->status, "application/json",
-                                    txn->resp_len, &p, end))
+    if (lws_add_http_common_headers(wsi, (unsigned)txn->status, "application/json", txn->resp_len,
+                                    &p, end))
         return -1;
     if (txn->allow &&
         lws_add_http_header_by_name(wsi, (const uint8_t *)"allow:", (const uint8_t *)txn->allow,
@@ -97,8 +97,7 @@ static int write_headers(struct http_txn *txn)
             return -1;
     }
     if (txn->cors) {
-        static const char origin[] = "*", methods[] = "PUT, OPTIONS",
-                          headers[] = "Content-Type";
+        static const char origin[] = "*", methods[] = "PUT, OPTIONS", headers[] = "Content-Type";
         if (lws_add_http_header_by_name(wsi, (const uint8_t *)"access-control-allow-origin:",
                                         (const uint8_t *)origin, sizeof(origin) - 1, &p, end) ||
             lws_add_http_header_by_name(wsi, (const uint8_t *)"access-control-allow-methods:",
@@ -107,9 +106,8 @@ static int write_headers(struct http_txn *txn)
                                         (const uint8_t *)headers, sizeof(headers) - 1, &p, end))
             return -1;
     }
-    if (txn->close_after &&
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const uint8_t *)"close", 5, &p,
-                                     end))
+    if (txn->close_after && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                                         (const uint8_t *)"close", 5, &p, end))
         return -1;
     if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
@@ -221,8 +219,7 @@ static int dispatch(struct http_txn *txn, const char *path, size_t len)
     struct lws *wsi = txn->wsi;
     static const char update[] = "/update";
 
-    if (!txn->internal && len >= sizeof(update) - 1 &&
-        !memcmp(path, update, sizeof(update) - 1) &&
+    if (!txn->internal && len >= sizeof(update) - 1 && !memcmp(path, update, sizeof(update) - 1) &&
         (len == sizeof(update) - 1 || path[sizeof(update) - 1] == '/'))
         return endpoint_begin(txn, path + sizeof(update) - 1, len - (sizeof(update) - 1));
 
@@ -277,8 +274,7 @@ int http_confirm_upgrade(struct lws *wsi)
         static const char body[] = "{\"status\":400,\"error\":\"Unsupported Upgrade\"}";
         uint8_t buf[LWS_PRE + 512], *start = buf + LWS_PRE, *p = start,
                                     *end = buf + sizeof(buf) - 1;
-        if (!lws_add_http_common_headers(wsi, 400, "application/json", sizeof(body) - 1, &p,
-                                         end) &&
+        if (!lws_add_http_common_headers(wsi, 400, "application/json", sizeof(body) - 1, &p, end) &&
             !lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const uint8_t *)"close", 5,
                                           &p, end) &&
             !lws_finalize_write_http_header(wsi, start, &p, end)) {

@@ -138,7 +138,7 @@ int main(int argc, char **argv)
     int rc = 0;
     if (server_start(&srv, cfg, &loop, fd_limit)) {
         rc = 1;
-        server_stop(&srv);
+        server_stop(&srv, false);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     server_free(&srv);

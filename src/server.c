@@ -30,6 +30,8 @@
 #define DEVICE_TX_PACKET 65536
 /* HTTP header tables lws may hold at once (handshakes and requests in flight). */
 #define HTTP_HEADER_POOL 512
+/* Bytes of request head lws keeps: a PUT may carry version and data in its query string. */
+#define HTTP_HEADER_DATA 16384
 /* Open files kept for everything but devices: HTTP clients, listeners, stdio, loop fds. */
 #define FD_HEADROOM 256
 
@@ -119,11 +121,16 @@ char *server_endpoint_url(const struct server *srv, const char *token)
     return url;
 }
 
+/* Seconds a graceful stop waits for devices to take their close frames. */
+#define STOP_GRACE_MS 2000
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
     struct server *srv = sig->data;
-    log_notice("server", "signal %d: shutting down", signum);
-    server_stop(srv);
+    /* SIGTERM closes devices first; SIGINT, or SIGTERM again, stops at once. */
+    bool graceful = signum == SIGTERM && !srv->stopping;
+    log_notice("server", "signal %d: %s", signum, graceful ? "stopping" : "stopping now");
+    server_stop(srv, graceful);
 }
 
 static struct lws_vhost *create_vhost(struct server *srv, const char *name, const char *host,
@@ -164,8 +171,8 @@ int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64
 
     srv->max_connections = cfg->server_max_connections;
     if (!srv->max_connections) {
-        srv->max_connections = fd_limit > 2 * FD_HEADROOM ? (int64_t)(fd_limit - FD_HEADROOM)
-                                                          : (int64_t)fd_limit / 2;
+        srv->max_connections =
+            fd_limit > 2 * FD_HEADROOM ? (int64_t)(fd_limit - FD_HEADROOM) : (int64_t)fd_limit / 2;
         log_notice("server", "max_connections = %lld (open-files limit %llu less %d)",
                    (long long)srv->max_connections, (unsigned long long)fd_limit, FD_HEADROOM);
     } else if ((uint64_t)srv->max_connections + FD_HEADROOM > fd_limit) {
@@ -215,6 +222,7 @@ int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64
     info.foreign_loops = loops;
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.max_http_header_pool = HTTP_HEADER_POOL;
+    info.max_http_header_data = HTTP_HEADER_DATA;
     info.timeout_secs = 10;
     info.user = srv;
     srv->ctx = lws_create_context(&info);
@@ -239,23 +247,25 @@ int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64
 
     uv_signal_init(loop, &srv->sig_term);
     uv_signal_init(loop, &srv->sig_int);
-    srv->sig_term.data = srv->sig_int.data = srv;
+    uv_timer_init(loop, &srv->stop_timer);
+    srv->sig_term.data = srv->sig_int.data = srv->stop_timer.data = srv;
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
 
     log_notice("server", "listening public=%s:%d internal=%s:%d",
                is_wildcard(cfg->server_host) ? "0.0.0.0" : cfg->server_host, srv->public_port,
                cfg->internal_host, srv->internal_port);
-    log_notice("server", "store=%s max_connections=%lld endpoint=%s<token>%s", store_name(srv->store),
-               (long long)srv->max_connections, srv->url_prefix, srv->url_suffix);
+    log_notice("server", "store=%s max_connections=%lld endpoint=%s<token>%s",
+               store_name(srv->store), (long long)srv->max_connections, srv->url_prefix,
+               srv->url_suffix);
     return 0;
 }
 
-void server_stop(struct server *srv)
+static void stop_now(struct server *srv)
 {
-    if (srv->stopping)
+    if (srv->stopped)
         return;
-    srv->stopping = true;
+    srv->stopping = srv->stopped = true;
     /* lws first: closing sessions still use the registry, timers and store. */
     if (srv->ctx)
         lws_context_destroy(srv->ctx);
@@ -268,7 +278,32 @@ void server_stop(struct server *srv)
     if (srv->sig_term.loop) {
         uv_close((uv_handle_t *)&srv->sig_term, NULL);
         uv_close((uv_handle_t *)&srv->sig_int, NULL);
+        uv_close((uv_handle_t *)&srv->stop_timer, NULL);
     }
+}
+
+static void on_stop_timer(uv_timer_t *timer)
+{
+    struct server *srv = timer->data;
+    if (!srv->n_devices || uv_now(srv->loop) >= srv->stop_deadline_ms)
+        stop_now(srv);
+}
+
+void server_stop(struct server *srv, bool graceful)
+{
+    if (srv->stopped)
+        return;
+    if (!graceful || !srv->ctx || !srv->sig_term.loop || srv->stopping) {
+        stop_now(srv);
+        return;
+    }
+    srv->stopping = true;
+    srv->stop_deadline_ms = uv_now(srv->loop) + STOP_GRACE_MS;
+    /* Each session sends its close frame from its next writeable callback. */
+    lws_callback_on_writable_all_protocol_vhost(
+        srv->vh_public, lws_vhost_name_to_protocol(srv->vh_public, "push-notification"));
+    lws_cancel_service(srv->ctx);
+    uv_timer_start(&srv->stop_timer, on_stop_timer, 50, 50);
 }
 
 void server_free(struct server *srv)

@@ -41,9 +41,12 @@ struct server {
     size_t n_devices;              /* live WebSocket sessions */
     int64_t max_connections;       /* effective cap on n_devices */
     uint64_t fd_limit;             /* RLIMIT_NOFILE soft limit after raising it */
-    bool stopping;
+    bool stopping;                 /* no new devices; sessions are being closed */
+    bool stopped;                  /* lws and our handles are closing */
+    uint64_t stop_deadline_ms;     /* when a graceful stop gives up waiting for devices */
 
     uv_signal_t sig_term, sig_int;
+    uv_timer_t stop_timer;
 };
 
 /* The server of the process (there is one). Set by server_start(). */
@@ -56,8 +59,12 @@ extern struct server *server_self;
  */
 int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64_t fd_limit);
 
-/* Stops accepting, closes every connection and handle; the loop then runs dry. */
-void server_stop(struct server *srv);
+/*
+ * Stops the daemon. Graceful: new devices are refused, every device gets a close frame 1001,
+ * and once they have gone (or after a grace period) everything closes. Otherwise every
+ * connection and handle closes at once. Either way the loop then runs dry.
+ */
+void server_stop(struct server *srv, bool graceful);
 
 /* Frees what server_start() built, once the loop has run dry. */
 void server_free(struct server *srv);
