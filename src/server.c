@@ -225,6 +225,7 @@ int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64
     info.max_http_header_data = HTTP_HEADER_DATA;
     info.timeout_secs = 10;
     info.user = srv;
+    info.pcontext = &srv->ctx; /* lws clears it once the context is wholly gone */
     srv->ctx = lws_create_context(&info);
     if (!srv->ctx) {
         log_err("server", "cannot create the libwebsockets context (is libwebsockets-evlib-uv "
@@ -308,6 +309,9 @@ void server_stop(struct server *srv, bool graceful)
 
 void server_free(struct server *srv)
 {
+    /* With a foreign loop the last stage of lws's destruction needs one more call. */
+    if (srv->ctx)
+        lws_context_destroy(srv->ctx);
     registry_free(srv->reg);
     token_ring_free(srv->tokens);
     config_free(srv->cfg);
