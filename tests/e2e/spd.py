@@ -346,10 +346,15 @@ def _close_code(data):
 
 def _recv_frame(ws, timeout):
     """The next data or close frame as (opcode, payload); answers pings; reassembles."""
-    ws.settimeout(scaled(timeout))
+    # One deadline for the whole wait: pings answered on the way must not extend it.
+    deadline = time.monotonic() + scaled(timeout)
     parts = []
     first_op = None
     while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NoMessage("no message within %ss" % timeout)
+        ws.settimeout(left)
         try:
             frame = ws.recv_frame()
         except websocket.WebSocketTimeoutException:
