@@ -382,6 +382,17 @@ static void submit_fetch(struct device_session *s)
         store_submit(server_self->store, req);
 }
 
+/* Queues the hello reply, with the uaid spelled as the session holds it. */
+static void queue_hello_reply(struct device_session *s)
+{
+    char uaid[IDS_MAX_STR + 1];
+    size_t len;
+    char *text;
+    ids_format(s->uaid, &s->uaid_sp, uaid);
+    text = message_hello_reply(uaid, &len);
+    queue_owned(s, text, len);
+}
+
 static void hello_done(struct store_req *req)
 {
     struct device_session *s = owner_of(req);
@@ -417,12 +428,7 @@ static void hello_done(struct store_req *req)
     s->state = SESSION_READY;
     s->hello_due = 0;
 
-    char uaid[IDS_MAX_STR + 1];
-    size_t len;
-    char *text;
-    ids_format(s->uaid, &s->uaid_sp, uaid);
-    text = message_hello_reply(uaid, &len);
-    queue_owned(s, text, len);
+    queue_hello_reply(s);
     if (req->n_updates)
         send_updates(s, req->updates, req->n_updates);
     if (server_self->cfg->client_resend_interval_ms)
@@ -501,12 +507,7 @@ static void on_hello(struct device_session *s, struct message *m)
             reply_error(s, m->root, 503);
             return;
         }
-        char uaid[IDS_MAX_STR + 1];
-        size_t len;
-        char *text;
-        ids_format(s->uaid, &s->uaid_sp, uaid);
-        text = message_hello_reply(uaid, &len);
-        queue_owned(s, text, len);
+        queue_hello_reply(s);
         submit_fetch(s);
         return;
     }

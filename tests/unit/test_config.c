@@ -440,8 +440,9 @@ static void test_pushgo_file(void **state)
     }
     char want[300];
     snprintf(want, sizeof(want),
-             "<4>config: %s:20: token_key: key 1 is not a base64url 32-byte key (make one with "
-             "simplepushd --genkey); ignored (a pushgo value with no use here)\n",
+             "<4>config: %s:20: token_key: key 1 is not 32 bytes of base64url (43 characters of "
+             "A-Z a-z 0-9 - _, no '=' padding) (make one with simplepushd --genkey); ignored (a "
+             "pushgo value with no use here)\n",
              path);
     assert_non_null(strstr(log, want));
     assert_int_equal(count_lines_with(log, "<4>config: "), ARRAY_SIZE(warned) + 1);
@@ -717,23 +718,25 @@ static void test_bad_files(void **state)
          ":1: pushEndpoint: must start with http:// or https://"},
         {"endpoint.url_template = <token>\n",
          ":1: endpoint.url_template: must start with http:// or https://"},
-        {"endpoint.token_keys = abc\n",
-         ":1: endpoint.token_keys: key 1 is not a base64url 32-byte key (make one with "
-         "simplepushd --genkey)"},
+        {"endpoint.token_keys = abc\n", ":1: endpoint.token_keys: key 1 is not 32 bytes of "
+                                        "base64url (43 characters of A-Z a-z 0-9 - _, "
+                                        "no '=' padding) (make one with simplepushd --genkey)"},
         {"endpoint.token_keys = " KEY_A "," KEY_BAD_BITS "\n",
-         ":1: endpoint.token_keys: key 2 is not a base64url 32-byte key (make one with "
-         "simplepushd --genkey)"},
+         ":1: endpoint.token_keys: key 2 is not 32 bytes of base64url (43 characters of A-Z a-z "
+         "0-9 - _, "
+         "no '=' padding) (make one with simplepushd --genkey)"},
         {"endpoint.token_keys = " KEY_A "=\n",
-         ":1: endpoint.token_keys: key 1 is not a base64url 32-byte key (make one with "
-         "simplepushd --genkey)"},
+         ":1: endpoint.token_keys: key 1 is not 32 bytes of base64url (43 characters of A-Z a-z "
+         "0-9 - _, "
+         "no '=' padding) (make one with simplepushd --genkey)"},
         {"endpoint.token_keys = " KEY_A ",," KEY_B "\n",
-         ":1: endpoint.token_keys: key 2 is not a base64url 32-byte key (make one with "
-         "simplepushd --genkey)"},
+         ":1: endpoint.token_keys: key 2 is empty (make one with simplepushd --genkey)"},
         {"endpoint.token_keys = " KEY_A ",\n",
-         ":1: endpoint.token_keys: key 2 is not a base64url 32-byte key (make one with "
-         "simplepushd --genkey)"},
+         ":1: endpoint.token_keys: key 2 is empty (make one with simplepushd --genkey)"},
         {"endpoint.token_keys = " KEY_A " " KEY_B "\n",
-         ":1: endpoint.token_keys: key 1: keys must be separated by commas"},
+         ":1: endpoint.token_keys: key 1 is not 32 bytes of base64url (43 characters of A-Z a-z "
+         "0-9 - _, "
+         "no '=' padding) (make one with simplepushd --genkey)"},
         {"[ssl]\ncertfile = /c\n",
          ":2: ssl.certfile: ssl.certfile and ssl.keyfile must be set together"},
         {"ssl.keyfile = /k\n",
