@@ -19,8 +19,8 @@ static enum log_format log_fmt = LOG_FORMAT_TEXT;
 static char log_hostname[256];
 
 static const char *const level_names[] = {
-    [LOG_LEVEL_ERR] = "error",   [LOG_LEVEL_WARNING] = "warning", [LOG_LEVEL_NOTICE] = "notice",
-    [LOG_LEVEL_INFO] = "info",   [LOG_LEVEL_DEBUG] = "debug",
+    [LOG_LEVEL_ERR] = "error", [LOG_LEVEL_WARNING] = "warning", [LOG_LEVEL_NOTICE] = "notice",
+    [LOG_LEVEL_INFO] = "info", [LOG_LEVEL_DEBUG] = "debug",
 };
 
 void log_configure(enum log_level level, enum log_format format)
@@ -82,9 +82,9 @@ static void log_vwrite(int level, const char *type, const char *fmt, va_list ap)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     json_t *obj = json_pack("{s:I, s:s, s:s, s:s, s:s, s:i, s:i, s:{s:s}}", "Timestamp",
-                            (json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec, "Type", type,
-                            "Logger", "simplepushd", "Hostname", log_hostname, "EnvVersion",
-                            "2.0", "Severity", level, "Pid", (int)getpid(), "Fields", "msg", msg);
+                            (json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec, "Type", type, "Logger",
+                            "simplepushd", "Hostname", log_hostname, "EnvVersion", "2.0",
+                            "Severity", level, "Pid", (int)getpid(), "Fields", "msg", msg);
     if (!obj)
         return;
     char *s = json_dumps(obj, JSON_COMPACT);

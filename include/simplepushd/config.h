@@ -5,7 +5,9 @@
  * written as "[section] key" or as pushgo's flat dotted "section.key"; pushgo 1.x names that
  * differ from ours (host, port, push.endpoint, token_key, db.*, ...) are aliases. pushgo keys
  * that have no meaning here are accepted with a warning naming file:line; any other unknown
- * key, and any bad value, is an error naming file:line.
+ * key, and any bad value, is an error naming file:line. A key given twice takes the last
+ * value (with a warning); an empty value gives a string key its default. docs/config.md
+ * describes the format and every key.
  *
  * The module fills a plain struct and never touches lws, libuv or storage. Not thread-safe:
  * call it from the loop thread (or before it starts).
@@ -80,5 +82,28 @@ int config_parse_duration(const char *s, uint64_t *ms);
 
 /* Parses a boolean: 1/0, true/false, yes/no, on/off (any case). Returns 0 or -1. */
 int config_parse_bool(const char *s, bool *out);
+
+/*
+ * The key table, for reload and for checks that the documentation lists every key.
+ * Keys are numbered 0..config_key_count()-1; names are canonical ("client.hello_timeout").
+ */
+size_t config_key_count(void);
+
+/* Returns the canonical name of key i, or NULL when i is out of range. */
+const char *config_key_name(size_t i);
+
+/* True when the daemon applies a new value of key i on SIGHUP (false: needs a restart). */
+bool config_key_reloadable(size_t i);
+
+/* True when key i has different values in a and b (strings compared by content). */
+bool config_key_changed(const struct config *a, const struct config *b, size_t i);
+
+/*
+ * The other names config_load() accepts, numbered from 0; NULL past the end. Aliases are
+ * pushgo 1.x spellings of our keys (*canonical is set to the key's name); ignored names are
+ * pushgo keys accepted with a warning ("gcm.*" stands for every name starting "gcm.").
+ */
+const char *config_alias_name(size_t i, const char **canonical);
+const char *config_ignored_name(size_t i);
 
 #endif

@@ -32,7 +32,11 @@ int ids_parse(const char *s, size_t len, uint8_t id[IDS_BYTES], struct ids_spell
 size_t ids_format(const uint8_t id[IDS_BYTES], const struct ids_spelling *sp,
                   char out[IDS_MAX_STR + 1]);
 
-/* Fills id with a random version 4 UUID (RFC 4122 version and variant bits set). */
+/*
+ * Fills id with a random version 4 UUID (RFC 4122 version and variant bits set). The bytes
+ * come from OpenSSL's RAND_bytes, or from getrandom(2) if that fails; if both fail the
+ * process aborts, since a predictable UAID would be a guessable credential.
+ */
 void ids_generate(uint8_t id[IDS_BYTES]);
 
 #endif

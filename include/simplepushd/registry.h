@@ -7,6 +7,11 @@
  *                        connection may have closed meanwhile.
  *   uaid -> session      the device session that holds a uaid on this node.
  * Values are opaque pointers owned by the caller. Loop thread only.
+ *
+ * Both tables use linear probing over a power-of-two array, grow at a load above 0.7, shrink
+ * below 1/8, and delete by backward shift (no tombstones, no per-entry allocation). Ids are
+ * hashed with the splitmix64 finaliser; uaids, which clients choose, with SipHash-2-4 under a
+ * random key, so that no client can force collisions.
  */
 #ifndef SIMPLEPUSHD_REGISTRY_H
 #define SIMPLEPUSHD_REGISTRY_H
@@ -27,7 +32,10 @@ void registry_free(struct registry *reg);
 /* Hands out the next connection id (never 0, never reused). */
 uint64_t registry_next_id(struct registry *reg);
 
-/* Maps id -> conn. Returns 0, or -1 on allocation failure. id must not be mapped yet. */
+/*
+ * Maps id -> conn. Returns 0, or -1 on allocation failure, when id is 0, conn is NULL, or id is
+ * mapped already (the existing mapping is kept).
+ */
 int registry_add(struct registry *reg, uint64_t id, void *conn);
 
 /* Returns the connection of id, or NULL. */
@@ -40,8 +48,10 @@ void registry_remove(struct registry *reg, uint64_t id);
 size_t registry_count(const struct registry *reg);
 
 /*
- * Binds uaid to session. Returns 0 and sets *previous to the session that held the uaid
- * before (NULL if none), so the caller can close it; -1 on allocation failure.
+ * Binds uaid to session. Returns 0 and sets *previous (when previous is not NULL) to the
+ * session that held the uaid before, so the caller can close it: NULL if none, and NULL when
+ * session itself held it. Returns -1 on allocation failure or when session is NULL; the
+ * binding is then unchanged.
  */
 int registry_bind_uaid(struct registry *reg, const uint8_t uaid[IDS_BYTES], void *session,
                        void **previous);
@@ -50,7 +60,6 @@ int registry_bind_uaid(struct registry *reg, const uint8_t uaid[IDS_BYTES], void
 void *registry_find_uaid(const struct registry *reg, const uint8_t uaid[IDS_BYTES]);
 
 /* Unbinds uaid only if it is still bound to session (a newer socket may hold it now). */
-void registry_unbind_uaid(struct registry *reg, const uint8_t uaid[IDS_BYTES],
-                          const void *session);
+void registry_unbind_uaid(struct registry *reg, const uint8_t uaid[IDS_BYTES], const void *session);
 
 #endif

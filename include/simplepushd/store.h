@@ -10,7 +10,9 @@
  * Data model (SPEC §6, §9): per uaid, a set of channels; per channel its state (registered,
  * deleted) and at most one pending update (version, optional data), the newest. All of it
  * expires: pending updates after timeout_live, deleted channels and dropped uaids after
- * timeout_del.
+ * timeout_del. A uaid's record lives timeout_live after the last operation on it (any op that
+ * finds or makes it refreshes it), and never less long than anything it holds; expired
+ * records are gone as if never written ("unknown").
  */
 #ifndef SIMPLEPUSHD_STORE_H
 #define SIMPLEPUSHD_STORE_H
@@ -33,20 +35,35 @@ enum store_op {
      * known (a record exists) and its lifetime is refreshed.
      */
     STORE_HELLO,
-    /* In: uaid, chid, chid_sp. Out: status STORE_OK or STORE_TOO_MANY (max_channels). */
+    /*
+     * In: uaid, chid, chid_sp. Out: status STORE_OK or STORE_TOO_MANY (the uaid holds
+     * max_channels registered channels and chid is not one of them). Idempotent; the latest
+     * chid_sp is kept. A deleted channel becomes registered again. Makes the uaid's record if
+     * it has none (a dropped uaid is taken again, empty).
+     */
     STORE_REGISTER,
-    /* In: uaid, chid. Drops the pending update; the channel's endpoints answer 410. */
+    /*
+     * In: uaid, chid. Always STORE_OK (unless out of memory). Drops the pending update; the
+     * channel stops counting against max_channels, and its endpoints answer 410 for
+     * timeout_del, also when the channel was unknown. No effect on a dropped uaid.
+     */
     STORE_UNREGISTER,
-    /* In: uaid, acks. Removes each pending update whose version <= the acked version. */
+    /*
+     * In: uaid, acks. Removes each pending update whose version <= the acked version; unknown
+     * channels are ignored. Always STORE_OK.
+     */
     STORE_ACK,
     /*
      * In: uaid, chid, chid_sp, version, data/data_len (owned by the request). Stores the
-     * update unless a newer one is pending (then keeps the newer). Out: STORE_OK with
-     * updates[0] = the channel's pending update after the edit; STORE_GONE when the channel
-     * was unregistered or its uaid dropped (within timeout_del).
+     * update unless a newer one is pending (then keeps the newer; an equal version replaces),
+     * and a stored update expires timeout_live later. Empty data counts as none. Out: STORE_OK
+     * with updates[0] = the channel's pending update after the edit; STORE_GONE when the
+     * channel was unregistered or its uaid dropped (within timeout_del). An unknown uaid or
+     * channel (e.g. expired) is accepted and stored, as pushgo did; such a channel does not
+     * count against max_channels unless the device registers it.
      */
     STORE_UPDATE,
-    /* In: uaid. Out: updates = every pending update. */
+    /* In: uaid. Out: updates = every pending, unexpired update (none for an unknown uaid). */
     STORE_FETCH,
 };
 
@@ -101,9 +118,16 @@ struct store_req {
     struct store_update *updates;
     size_t n_updates;
 
-    /* Completion, called once on the loop thread. The callback owns the request. */
+    /*
+     * Completion, called once on the loop thread. The callback owns the request (it frees it,
+     * or submits it again: submitting clears the results first). A request without a done
+     * callback is freed by the store.
+     */
     store_done_cb done;
     uint64_t owner; /* the caller's id of whoever waits (a connection id) */
+    void *user;     /* the caller's, not owned: the completion callback releases it */
+
+    struct store_req *next; /* private to the store: its queue link */
 };
 
 /* Limits every backend applies. Durations in milliseconds. */
@@ -126,20 +150,26 @@ struct store *store_mem_new(uv_loop_t *loop, const struct store_limits *limits);
 
 /*
  * Submits req; its done callback runs later on the loop thread (never inside this call),
- * with req->status set. Loop thread only.
+ * with req->status set. Requests on one uaid complete in submission order (with the memory
+ * backend, all requests do). Loop thread only.
  */
 void store_submit(struct store *st, struct store_req *req);
 
-/* Replaces the limits (reload). Loop thread only. */
+/* Replaces the limits (reload); requests executed from then on see the new ones. Loop thread only.
+ */
 void store_set_limits(struct store *st, const struct store_limits *limits);
 
 /* The backend's name ("memory", "memcached"). */
 const char *store_name(const struct store *st);
 
 /*
- * Closes the store: requests not yet completed complete with STORE_UNAVAILABLE (still
- * asynchronously), timers and handles are closed, and the store frees itself once the loop
- * has run their close callbacks. Loop thread only. Accepts NULL.
+ * Closes the store: requests not yet completed complete with STORE_UNAVAILABLE and no results
+ * (still asynchronously, once the loop has run the store's close callbacks), and so do
+ * requests submitted from then on; worker threads are joined (this waits for the request each
+ * worker is executing, if any); timers and handles are closed, and the store frees itself
+ * after the last completion. The store keeps the loop alive while requests are outstanding,
+ * and not otherwise. Loop thread only. Accepts NULL; a second call before the store is freed
+ * does nothing.
  */
 void store_close(struct store *st);
 

@@ -30,13 +30,22 @@ struct token_ring;
  * Makes a ring from a comma-separated list of base64url 32-byte keys (spaces around commas
  * allowed). NULL or "" makes a ring with one random key. On error returns NULL and writes
  * the reason into err (never the key itself).
+ * Each key is exactly TOKEN_KEY_STR_LEN characters of A-Z a-z 0-9 - _ with no '=' padding
+ * (what token_genkey writes); spaces and tabs around a key are ignored; an empty entry, a
+ * key of another length or alphabet, and more than TOKEN_MAX_KEYS keys are errors; err then
+ * reads "endpoint.token_keys: key N is ..." (N counts from 1) or "endpoint.token_keys: more
+ * than 16 keys". err may be NULL.
  */
 struct token_ring *token_ring_new(const char *keys_csv, char *err, size_t errlen);
 
 /* Frees a ring. Accepts NULL. */
 void token_ring_free(struct token_ring *ring);
 
-/* Encodes a token into out (TOKEN_LEN characters and a NUL). Returns 0 or -1. */
+/*
+ * Encodes a token into out (TOKEN_LEN characters and a NUL) with the ring's first key and a
+ * fresh random nonce, so two calls give different tokens. chid_sp NULL means the chid was
+ * spelled as 32 lowercase hex digits. Returns 0 or -1.
+ */
 int token_encode(const struct token_ring *ring, const uint8_t uaid[IDS_BYTES],
                  const uint8_t chid[IDS_BYTES], const struct ids_spelling *chid_sp,
                  char out[TOKEN_LEN + 1]);
@@ -44,7 +53,8 @@ int token_encode(const struct token_ring *ring, const uint8_t uaid[IDS_BYTES],
 /*
  * Decodes and authenticates tok[0..len). Returns 0 and fills the outputs, or -1 for any bad
  * token (length, alphabet, non-zero trailing bits, version, unknown key id, tag): callers
- * must answer every failure the same way.
+ * must answer every failure the same way. chid_sp may be NULL. The outputs are written only
+ * on success.
  */
 int token_decode(const struct token_ring *ring, const char *tok, size_t len,
                  uint8_t uaid[IDS_BYTES], uint8_t chid[IDS_BYTES], struct ids_spelling *chid_sp);

@@ -355,8 +355,8 @@ def _close_code(data):
 
 
 def _recv_frame(ws, timeout):
-    """The next data or close frame as (opcode, payload); answers pings; reassembles.
-    timeout bounds the whole wait, however many control frames arrive meanwhile."""
+    """The next data or close frame as (opcode, payload); answers pings; reassembles."""
+    # One deadline for the whole wait: pings answered on the way must not extend it.
     deadline = time.monotonic() + scaled(timeout)
     parts = []
     first_op = None

@@ -1,0 +1,341 @@
+/*
+ * http: HTTP transactions on both listeners; dispatch, health endpoints, JSON responses.
+ *
+ * A response is queued in the transaction (status, headers to add, body) and written from
+ * LWS_CALLBACK_HTTP_WRITEABLE in two writes: the header block, then the body with
+ * LWS_WRITE_HTTP_FINAL. A response that is sent before the request body was read closes
+ * the connection, since the unread body would be taken for the next request.
+ */
+#include "simplepushd/http.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "simplepushd/config.h"
+#include "simplepushd/endpoint.h"
+#include "simplepushd/ids.h"
+#include "simplepushd/log.h"
+#include "simplepushd/registry.h"
+#include "simplepushd/server.h"
+#include "simplepushd/store.h"
+
+#ifndef SP_SOURCE_URL
+#define SP_SOURCE_URL "https://github.com/simplepushd/simplepushd"
+#endif
+
+enum http_phase {
+    HTTP_PHASE_REQUEST = 0, /* reading the request, or waiting for the store */
+    HTTP_PHASE_HEADERS,     /* response queued, header block not written yet */
+    HTTP_PHASE_BODY,        /* header block written, body not yet */
+    HTTP_PHASE_DONE,
+};
+
+void http_txn_reset(struct http_txn *txn)
+{
+    if (txn->id)
+        registry_remove(server_self->reg, txn->id);
+    free(txn->resp);
+    free(txn->body);
+    free(txn->token);
+    struct lws *wsi = txn->wsi;
+    bool internal = txn->internal;
+    memset(txn, 0, sizeof(*txn));
+    txn->wsi = wsi;
+    txn->internal = internal;
+}
+
+int http_respond(struct http_txn *txn, int status, const char *json)
+{
+    if (!json)
+        json = "{}";
+    free(txn->resp);
+    txn->resp_len = strlen(json);
+    txn->resp = malloc(txn->resp_len + 1);
+    if (!txn->resp)
+        return -1;
+    memcpy(txn->resp, json, txn->resp_len + 1);
+    txn->status = status;
+    txn->phase = HTTP_PHASE_HEADERS;
+    lws_callback_on_writable(txn->wsi);
+    return 0;
+}
+
+int http_respond_error(struct http_txn *txn, int status, const char *text)
+{
+    char buf[256];
+    json_t *obj = json_pack("{s:i, s:s}", "status", status, "error", text);
+    if (!obj)
+        return -1;
+    int n = json_dumpb(obj, buf, sizeof(buf) - 1, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    if (n <= 0 || (size_t)n >= sizeof(buf))
+        return -1;
+    buf[n] = '\0';
+    return http_respond(txn, status, buf);
+}
+
+/* Writes the header block of the queued response. Returns 0 or -1. */
+static int write_headers(struct http_txn *txn)
+{
+    uint8_t buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
+    struct lws *wsi = txn->wsi;
+
+    if (lws_add_http_common_headers(wsi, (unsigned)txn->status, "application/json", txn->resp_len,
+                                    &p, end))
+        return -1;
+    if (txn->allow &&
+        lws_add_http_header_by_name(wsi, (const uint8_t *)"allow:", (const uint8_t *)txn->allow,
+                                    (int)strlen(txn->allow), &p, end))
+        return -1;
+    if (txn->retry_after) {
+        char v[16];
+        int n = snprintf(v, sizeof(v), "%u", txn->retry_after);
+        if (lws_add_http_header_by_name(wsi, (const uint8_t *)"retry-after:", (uint8_t *)v, n, &p,
+                                        end))
+            return -1;
+    }
+    if (txn->cors) {
+        static const char origin[] = "*", methods[] = "PUT, OPTIONS", headers[] = "Content-Type";
+        if (lws_add_http_header_by_name(wsi, (const uint8_t *)"access-control-allow-origin:",
+                                        (const uint8_t *)origin, sizeof(origin) - 1, &p, end) ||
+            lws_add_http_header_by_name(wsi, (const uint8_t *)"access-control-allow-methods:",
+                                        (const uint8_t *)methods, sizeof(methods) - 1, &p, end) ||
+            lws_add_http_header_by_name(wsi, (const uint8_t *)"access-control-allow-headers:",
+                                        (const uint8_t *)headers, sizeof(headers) - 1, &p, end))
+            return -1;
+    }
+    if (txn->close_after && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                                         (const uint8_t *)"close", 5, &p, end))
+        return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    return 0;
+}
+
+/* Writes the body of the queued response. Returns 0, or -1 to close. */
+static int write_body(struct http_txn *txn)
+{
+    uint8_t *buf = malloc(LWS_PRE + txn->resp_len);
+    if (!buf)
+        return -1;
+    memcpy(buf + LWS_PRE, txn->resp, txn->resp_len);
+    int n = lws_write(txn->wsi, buf + LWS_PRE, txn->resp_len, LWS_WRITE_HTTP_FINAL);
+    free(buf);
+    if (n < (int)txn->resp_len)
+        return -1;
+    return 0;
+}
+
+static int on_writeable(struct http_txn *txn)
+{
+    switch (txn->phase) {
+    case HTTP_PHASE_HEADERS:
+        if (write_headers(txn))
+            return -1;
+        txn->phase = HTTP_PHASE_BODY;
+        lws_callback_on_writable(txn->wsi);
+        return 0;
+    case HTTP_PHASE_BODY: {
+        if (write_body(txn))
+            return -1;
+        bool close_after = txn->close_after;
+        txn->phase = HTTP_PHASE_DONE;
+        http_txn_reset(txn);
+        if (close_after)
+            return -1;
+        return lws_http_transaction_completed(txn->wsi) ? -1 : 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* ---- health endpoints ---- */
+
+static bool server_full(void)
+{
+    return server_self->n_devices >= (size_t)server_self->max_connections;
+}
+
+static int respond_status(struct http_txn *txn)
+{
+    bool ok = !server_full() && !server_self->stopping;
+    char buf[160];
+    snprintf(buf, sizeof(buf), "{\"status\":\"%s\",\"clients\":%zu,\"version\":\"%s\"}",
+             ok ? "OK" : "NOPE", server_self->n_devices, SP_VERSION);
+    return http_respond(txn, ok ? 200 : 503, buf);
+}
+
+static int respond_version(struct http_txn *txn)
+{
+    char buf[256];
+    snprintf(buf, sizeof(buf), "{\"version\":\"%s\",\"commit\":\"%s\",\"source\":\"%s\"}",
+             SP_VERSION, SP_COMMIT, SP_SOURCE_URL);
+    return http_respond(txn, 200, buf);
+}
+
+static void heartbeat_done(struct store_req *req)
+{
+    struct http_txn *txn = registry_find(server_self->reg, req->owner);
+    if (txn) {
+        registry_remove(server_self->reg, txn->id);
+        txn->id = 0;
+        if (req->status == STORE_OK)
+            http_respond(txn, 200, "{\"status\":\"ok\",\"storage\":\"ok\"}");
+        else
+            http_respond(txn, 503, "{\"status\":\"error\",\"storage\":\"unavailable\"}");
+    }
+    store_req_free(req);
+}
+
+/* The deep health check: one read of a random uaid through the store. */
+static int respond_heartbeat(struct http_txn *txn)
+{
+    struct store_req *req = store_req_new(STORE_FETCH);
+    if (!req)
+        return http_respond_error(txn, 500, "An unexpected error occurred");
+    ids_generate(req->uaid);
+    txn->id = registry_next_id(server_self->reg);
+    if (registry_add(server_self->reg, txn->id, txn)) {
+        txn->id = 0;
+        store_req_free(req);
+        return http_respond_error(txn, 500, "An unexpected error occurred");
+    }
+    req->owner = txn->id;
+    req->done = heartbeat_done;
+    store_submit(server_self->store, req);
+    return 0;
+}
+
+static bool is_method(struct lws *wsi, enum lws_token_indexes tok)
+{
+    return lws_hdr_total_length(wsi, tok) > 0;
+}
+
+static int dispatch(struct http_txn *txn, const char *path, size_t len)
+{
+    struct lws *wsi = txn->wsi;
+    static const char update[] = "/update";
+
+    if (!txn->internal && len >= sizeof(update) - 1 && !memcmp(path, update, sizeof(update) - 1) &&
+        (len == sizeof(update) - 1 || path[sizeof(update) - 1] == '/'))
+        return endpoint_begin(txn, path + sizeof(update) - 1, len - (sizeof(update) - 1));
+
+    enum { H_NONE, H_STATUS, H_LB, H_HEART, H_VERSION } which = H_NONE;
+    if (!txn->internal && (!strcmp(path, "/status/") || !strcmp(path, "/status")))
+        which = H_STATUS;
+    else if (!txn->internal && !strcmp(path, "/__lbheartbeat__"))
+        which = H_LB;
+    else if (!strcmp(path, "/__heartbeat__"))
+        which = H_HEART;
+    else if (!txn->internal && !strcmp(path, "/__version__"))
+        which = H_VERSION;
+
+    /* Whatever the answer, a body we do not read would be taken for the next request. */
+    char cl[32];
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) ||
+        (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 && strcmp(cl, "0")))
+        txn->close_after = true;
+
+    if (which == H_NONE)
+        return http_respond_error(txn, 404, "Not Found");
+    if (!is_method(wsi, WSI_TOKEN_GET_URI)) {
+        txn->allow = "GET";
+        return http_respond_error(txn, 405, "Method Not Allowed");
+    }
+    switch (which) {
+    case H_STATUS:
+        return respond_status(txn);
+    case H_LB:
+        if (server_full() || server_self->stopping)
+            return http_respond(txn, 503, "{}");
+        return http_respond(txn, 200, "{}");
+    case H_HEART:
+        return respond_heartbeat(txn);
+    case H_VERSION:
+        return respond_version(txn);
+    default:
+        return http_respond_error(txn, 404, "Not Found");
+    }
+}
+
+int http_confirm_upgrade(struct lws *wsi)
+{
+    char up[32];
+    int n = lws_hdr_copy(wsi, up, sizeof(up), WSI_TOKEN_UPGRADE);
+    if (n > 0 && !strcasecmp(up, "websocket"))
+        return 0;
+
+    /* Anything else (h2c above all: it reaches lws's HTTP/2 code) is refused here. */
+    log_info("http", "refused upgrade to \"%s\"", n > 0 ? up : "?");
+    if (n > 0) {
+        static const char body[] = "{\"status\":400,\"error\":\"Unsupported Upgrade\"}";
+        uint8_t buf[LWS_PRE + 512], *start = buf + LWS_PRE, *p = start,
+                                    *end = buf + sizeof(buf) - 1;
+        if (!lws_add_http_common_headers(wsi, 400, "application/json", sizeof(body) - 1, &p, end) &&
+            !lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const uint8_t *)"close", 5,
+                                          &p, end) &&
+            !lws_finalize_write_http_header(wsi, start, &p, end)) {
+            uint8_t b[LWS_PRE + sizeof(body)];
+            memcpy(b + LWS_PRE, body, sizeof(body) - 1);
+            lws_write(wsi, b + LWS_PRE, sizeof(body) - 1, LWS_WRITE_HTTP_FINAL);
+        }
+    }
+    return -1;
+}
+
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                  size_t len)
+{
+    struct http_txn *txn = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return http_confirm_upgrade(wsi);
+
+    case LWS_CALLBACK_HTTP: {
+        if (!txn)
+            return -1;
+        txn->wsi = wsi;
+        txn->internal = lws_get_vhost(wsi) == server_self->vh_internal;
+        http_txn_reset(txn);
+        const char *path = in ? in : "/";
+        size_t plen = in ? strlen(path) : 1;
+        (void)len;
+        if (dispatch(txn, path, plen))
+            return -1;
+        return 0;
+    }
+
+    case LWS_CALLBACK_HTTP_BODY:
+        if (!txn || txn->phase != HTTP_PHASE_REQUEST || !txn->body)
+            return 0; /* answered already; the connection closes after the response */
+        if (txn->body_len + len > txn->body_expected)
+            return -1;
+        memcpy(txn->body + txn->body_len, in, len);
+        txn->body_len += len;
+        return 0;
+
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (!txn || txn->phase != HTTP_PHASE_REQUEST || !txn->body)
+            return 0;
+        return endpoint_finish(txn) ? -1 : 0;
+
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (!txn)
+            return -1;
+        return on_writeable(txn);
+
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (txn)
+            http_txn_reset(txn);
+        return 0;
+
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}

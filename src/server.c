@@ -1,0 +1,322 @@
+/*
+ * server: start-up and shutdown of the daemon's parts, the lws context on our libuv loop,
+ * and the two listeners.
+ *
+ * The libuv loop belongs to main; lws joins it as a "foreign" loop, so lws's sockets, our
+ * timer wheel, the store's completions and the signal handlers all run on one epoll loop.
+ * lws's own idle timers are switched off (retry policy with zero intervals): lws keeps its
+ * timers in a sorted list, O(n) per insert, so our timer wheel does that work instead.
+ */
+#include "simplepushd/server.h"
+
+#include <libwebsockets.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "simplepushd/config.h"
+#include "simplepushd/device.h"
+#include "simplepushd/http.h"
+#include "simplepushd/log.h"
+#include "simplepushd/registry.h"
+#include "simplepushd/store.h"
+#include "simplepushd/timers.h"
+#include "simplepushd/token.h"
+
+/* lws's receive buffer per WebSocket: messages are small, bigger ones are reassembled. */
+#define DEVICE_RX_BUFFER 256
+/* Largest chunk lws may write at once; a notification must not be split. */
+#define DEVICE_TX_PACKET 65536
+/* HTTP header tables lws may hold at once (handshakes and requests in flight). */
+#define HTTP_HEADER_POOL 512
+/* Bytes of request head lws keeps: a PUT may carry version and data in its query string. */
+#define HTTP_HEADER_DATA 16384
+/* Open files kept for everything but devices: HTTP clients, listeners, stdio, loop fds. */
+#define FD_HEADROOM 256
+
+struct server *server_self;
+
+/* No lws validity pings: client.pong_interval runs on our timer wheel. */
+static const lws_retry_bo_t no_idle_policy = {
+    .secs_since_valid_ping = 0,
+    .secs_since_valid_hangup = 0,
+};
+
+static struct lws_protocols public_protocols[] = {
+    {"http", http_callback, sizeof(struct http_txn), 0, 0, NULL, 0},
+    {"push-notification", device_callback, 0 /* set at start */, DEVICE_RX_BUFFER, 0, NULL,
+     DEVICE_TX_PACKET},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static struct lws_protocols internal_protocols[] = {
+    {"http", http_callback, sizeof(struct http_txn), 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* "push-notification" also serves WebSocket handshakes that name no sub-protocol. */
+static const struct lws_protocol_vhost_options pvo_default = {NULL, NULL, "default", "1"};
+static const struct lws_protocol_vhost_options public_pvo = {NULL, &pvo_default,
+                                                             "push-notification", ""};
+
+static bool is_wildcard(const char *host)
+{
+    return !host || !*host || !strcmp(host, "0.0.0.0") || !strcmp(host, "::");
+}
+
+/* Splits the endpoint URL template around "<token>", substituting <current_host>. */
+static int build_url_template(struct server *srv)
+{
+    const struct config *cfg = srv->cfg;
+    const char *host = cfg->server_current_host && *cfg->server_current_host
+                           ? cfg->server_current_host
+                           : (is_wildcard(cfg->server_host) ? "localhost" : cfg->server_host);
+    char current[300];
+    char deflt[400];
+    const char *tpl = cfg->endpoint_url_template;
+
+    snprintf(current, sizeof(current), "%s:%d", host, srv->public_port);
+    if (!tpl || !*tpl) {
+        snprintf(deflt, sizeof(deflt), "%s://<current_host>/update/<token>",
+                 cfg->ssl_certfile ? "https" : "http");
+        tpl = deflt;
+    }
+
+    /* Expand <current_host> (any number of times), then split at <token>. */
+    size_t cap = strlen(tpl) + 8 * sizeof(current) + 1;
+    char *out = malloc(cap), *o = out;
+    if (!out)
+        return -1;
+    for (const char *p = tpl; *p;) {
+        static const char ch[] = "<current_host>";
+        if (!strncmp(p, ch, sizeof(ch) - 1) && (size_t)(o - out) + strlen(current) < cap) {
+            o += sprintf(o, "%s", current);
+            p += sizeof(ch) - 1;
+        } else if ((size_t)(o - out) + 1 < cap) {
+            *o++ = *p++;
+        } else {
+            break;
+        }
+    }
+    *o = '\0';
+    char *tok = strstr(out, "<token>");
+    if (!tok) {
+        free(out);
+        log_err("server", "endpoint.url_template has no <token>");
+        return -1;
+    }
+    *tok = '\0';
+    srv->url_prefix = out;
+    srv->url_suffix = strdup(tok + sizeof("<token>") - 1);
+    return srv->url_suffix ? 0 : -1;
+}
+
+char *server_endpoint_url(const struct server *srv, const char *token)
+{
+    size_t len = strlen(srv->url_prefix) + strlen(token) + strlen(srv->url_suffix) + 1;
+    char *url = malloc(len);
+    if (url)
+        snprintf(url, len, "%s%s%s", srv->url_prefix, token, srv->url_suffix);
+    return url;
+}
+
+/* Seconds a graceful stop waits for devices to take their close frames. */
+#define STOP_GRACE_MS 2000
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    struct server *srv = sig->data;
+    /* SIGTERM closes devices first; SIGINT, or SIGTERM again, stops at once. */
+    bool graceful = signum == SIGTERM && !srv->stopping;
+    log_notice("server", "signal %d: %s", signum, graceful ? "stopping" : "stopping now");
+    server_stop(srv, graceful);
+}
+
+static struct lws_vhost *create_vhost(struct server *srv, const char *name, const char *host,
+                                      int port, struct lws_protocols *protocols,
+                                      const struct lws_protocol_vhost_options *pvo, bool tls)
+{
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.vhost_name = name;
+    info.iface = is_wildcard(host) ? NULL : host;
+    info.port = port;
+    info.protocols = protocols;
+    info.pvo = pvo;
+    info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+    info.retry_and_idle_policy = &no_idle_policy;
+    info.keepalive_timeout = 30;
+    info.timeout_secs = 10;
+    if (tls) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = srv->cfg->ssl_certfile;
+        info.ssl_private_key_filepath = srv->cfg->ssl_keyfile;
+        info.alpn = "http/1.1"; /* never h2 (SPEC §1) */
+    }
+    struct lws_vhost *vh = lws_create_vhost(srv->ctx, &info);
+    if (!vh)
+        log_err("server", "cannot listen on %s:%d (%s listener)", host ? host : "*", port, name);
+    return vh;
+}
+
+int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64_t fd_limit)
+{
+    char err[256];
+    memset(srv, 0, sizeof(*srv));
+    server_self = srv;
+    srv->cfg = cfg;
+    srv->loop = loop;
+    srv->fd_limit = fd_limit;
+
+    srv->max_connections = cfg->server_max_connections;
+    if (!srv->max_connections) {
+        srv->max_connections =
+            fd_limit > 2 * FD_HEADROOM ? (int64_t)(fd_limit - FD_HEADROOM) : (int64_t)fd_limit / 2;
+        log_notice("server", "max_connections = %lld (open-files limit %llu less %d)",
+                   (long long)srv->max_connections, (unsigned long long)fd_limit, FD_HEADROOM);
+    } else if ((uint64_t)srv->max_connections + FD_HEADROOM > fd_limit) {
+        log_warning("server",
+                    "server.max_connections %lld leaves less than %d spare of the open-files "
+                    "limit %llu: connections will fail before the cap",
+                    (long long)srv->max_connections, FD_HEADROOM, (unsigned long long)fd_limit);
+    }
+
+    srv->tokens = token_ring_new(cfg->endpoint_token_keys, err, sizeof(err));
+    if (!srv->tokens) {
+        log_err("server", "%s", err);
+        return -1;
+    }
+    if (!cfg->endpoint_token_keys || !*cfg->endpoint_token_keys)
+        log_warning("server", "endpoint.token_keys is empty: using a random key; endpoints will "
+                              "not survive a restart or work across nodes "
+                              "(make a key with simplepushd --genkey)");
+
+    struct store_limits limits = {
+        .max_channels = (size_t)cfg->storage_max_channels,
+        .timeout_live_ms = cfg->storage_timeout_live_ms,
+        .timeout_del_ms = cfg->storage_timeout_del_ms,
+    };
+    if (cfg->memcache_server && *cfg->memcache_server) {
+        log_err("server", "memcache.server is set, but this build has only the in-process "
+                          "store; leave memcache.server empty");
+        return -1;
+    }
+    srv->store = store_mem_new(loop, &limits);
+    srv->reg = registry_new();
+    srv->timers = timers_new(loop, device_on_timer, srv);
+    if (!srv->store || !srv->reg || !srv->timers) {
+        log_err("server", "out of memory");
+        return -1;
+    }
+
+    public_protocols[1].per_session_data_size = device_session_size();
+
+    struct lws_context_creation_info info;
+    void *loops[1] = {loop};
+    memset(&info, 0, sizeof(info));
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+                   LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (cfg->ssl_certfile)
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.foreign_loops = loops;
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.max_http_header_pool = HTTP_HEADER_POOL;
+    info.max_http_header_data = HTTP_HEADER_DATA;
+    info.timeout_secs = 10;
+    info.user = srv;
+    info.pcontext = &srv->ctx; /* lws clears it once the context is wholly gone */
+    srv->ctx = lws_create_context(&info);
+    if (!srv->ctx) {
+        log_err("server", "cannot create the libwebsockets context (is libwebsockets-evlib-uv "
+                          "installed?)");
+        return -1;
+    }
+
+    srv->vh_public = create_vhost(srv, "public", cfg->server_host, cfg->server_port,
+                                  public_protocols, &public_pvo, cfg->ssl_certfile != NULL);
+    if (!srv->vh_public)
+        return -1;
+    srv->vh_internal = create_vhost(srv, "internal", cfg->internal_host, cfg->internal_port,
+                                    internal_protocols, NULL, false);
+    if (!srv->vh_internal)
+        return -1;
+    srv->public_port = lws_get_vhost_listen_port(srv->vh_public);
+    srv->internal_port = lws_get_vhost_listen_port(srv->vh_internal);
+    if (build_url_template(srv))
+        return -1;
+
+    uv_signal_init(loop, &srv->sig_term);
+    uv_signal_init(loop, &srv->sig_int);
+    uv_timer_init(loop, &srv->stop_timer);
+    srv->sig_term.data = srv->sig_int.data = srv->stop_timer.data = srv;
+    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+
+    log_notice("server", "listening public=%s:%d internal=%s:%d",
+               is_wildcard(cfg->server_host) ? "0.0.0.0" : cfg->server_host, srv->public_port,
+               cfg->internal_host, srv->internal_port);
+    log_notice("server", "store=%s max_connections=%lld endpoint=%s<token>%s",
+               store_name(srv->store), (long long)srv->max_connections, srv->url_prefix,
+               srv->url_suffix);
+    return 0;
+}
+
+static void stop_now(struct server *srv)
+{
+    if (srv->stopped)
+        return;
+    srv->stopping = srv->stopped = true;
+    /* lws first: closing sessions still use the registry, timers and store. */
+    if (srv->ctx)
+        lws_context_destroy(srv->ctx);
+    if (srv->timers)
+        timers_close(srv->timers);
+    srv->timers = NULL;
+    if (srv->store)
+        store_close(srv->store);
+    srv->store = NULL;
+    if (srv->sig_term.loop) {
+        uv_close((uv_handle_t *)&srv->sig_term, NULL);
+        uv_close((uv_handle_t *)&srv->sig_int, NULL);
+        uv_close((uv_handle_t *)&srv->stop_timer, NULL);
+    }
+}
+
+static void on_stop_timer(uv_timer_t *timer)
+{
+    struct server *srv = timer->data;
+    if (!srv->n_devices || uv_now(srv->loop) >= srv->stop_deadline_ms)
+        stop_now(srv);
+}
+
+void server_stop(struct server *srv, bool graceful)
+{
+    if (srv->stopped)
+        return;
+    if (!graceful || !srv->ctx || !srv->sig_term.loop || srv->stopping) {
+        stop_now(srv);
+        return;
+    }
+    srv->stopping = true;
+    srv->stop_deadline_ms = uv_now(srv->loop) + STOP_GRACE_MS;
+    /* Each session sends its close frame from its next writeable callback. */
+    lws_callback_on_writable_all_protocol_vhost(
+        srv->vh_public, lws_vhost_name_to_protocol(srv->vh_public, "push-notification"));
+    lws_cancel_service(srv->ctx);
+    uv_timer_start(&srv->stop_timer, on_stop_timer, 50, 50);
+}
+
+void server_free(struct server *srv)
+{
+    /* With a foreign loop the last stage of lws's destruction needs one more call. */
+    if (srv->ctx)
+        lws_context_destroy(srv->ctx);
+    registry_free(srv->reg);
+    token_ring_free(srv->tokens);
+    config_free(srv->cfg);
+    free(srv->url_prefix);
+    free(srv->url_suffix);
+    memset(srv, 0, sizeof(*srv));
+    server_self = NULL;
+}
