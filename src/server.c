@@ -20,6 +20,7 @@
 #include "simplepushd/http.h"
 #include "simplepushd/log.h"
 #include "simplepushd/registry.h"
+#include "simplepushd/sdnotify.h"
 #include "simplepushd/store.h"
 #include "simplepushd/timers.h"
 #include "simplepushd/token.h"
@@ -123,6 +124,23 @@ char *server_endpoint_url(const struct server *srv, const char *token)
 
 /* Seconds a graceful stop waits for devices to take their close frames. */
 #define STOP_GRACE_MS 2000
+
+/* Milliseconds between STATUS= updates to systemd. */
+#define NOTIFY_STATUS_MS 10000
+
+static void notify_status(struct server *srv, const char *state)
+{
+    sdnotify_sendf("%sSTATUS=%s clients=%zu max_connections=%lld store=%s", state,
+                   srv->stopping ? "stopping" : "serving", srv->n_devices,
+                   (long long)srv->max_connections, srv->store ? store_name(srv->store) : "-");
+}
+
+/* Proves to systemd's watchdog that the loop runs, and keeps STATUS= current. */
+static void on_notify_timer(uv_timer_t *timer)
+{
+    struct server *srv = timer->data;
+    notify_status(srv, srv->watchdog_usec ? "WATCHDOG=1\n" : "");
+}
 
 static void on_signal(uv_signal_t *sig, int signum)
 {
@@ -249,7 +267,9 @@ int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64
     uv_signal_init(loop, &srv->sig_term);
     uv_signal_init(loop, &srv->sig_int);
     uv_timer_init(loop, &srv->stop_timer);
+    uv_timer_init(loop, &srv->notify_timer);
     srv->sig_term.data = srv->sig_int.data = srv->stop_timer.data = srv;
+    srv->notify_timer.data = srv;
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
 
@@ -259,6 +279,17 @@ int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64
     log_notice("server", "store=%s max_connections=%lld endpoint=%s<token>%s",
                store_name(srv->store), (long long)srv->max_connections, srv->url_prefix,
                srv->url_suffix);
+
+    /* systemd: ready once the listeners are bound; the watchdog is pinged from the loop. */
+    if (sdnotify_open())
+        log_warning("server", "cannot open $NOTIFY_SOCKET; systemd will not be notified");
+    srv->watchdog_usec = sdnotify_watchdog_usec();
+    uint64_t every = NOTIFY_STATUS_MS;
+    if (srv->watchdog_usec && srv->watchdog_usec / 2000 < every)
+        every = srv->watchdog_usec / 2000 ? srv->watchdog_usec / 2000 : 1;
+    uv_timer_start(&srv->notify_timer, on_notify_timer, every, every);
+    uv_unref((uv_handle_t *)&srv->notify_timer);
+    notify_status(srv, "READY=1\n");
     return 0;
 }
 
@@ -266,7 +297,10 @@ static void stop_now(struct server *srv)
 {
     if (srv->stopped)
         return;
+    bool was_stopping = srv->stopping;
     srv->stopping = srv->stopped = true;
+    if (!was_stopping)
+        sdnotify_send("STOPPING=1");
     /* lws first: closing sessions still use the registry, timers and store. */
     if (srv->ctx)
         lws_context_destroy(srv->ctx);
@@ -280,7 +314,9 @@ static void stop_now(struct server *srv)
         uv_close((uv_handle_t *)&srv->sig_term, NULL);
         uv_close((uv_handle_t *)&srv->sig_int, NULL);
         uv_close((uv_handle_t *)&srv->stop_timer, NULL);
+        uv_close((uv_handle_t *)&srv->notify_timer, NULL);
     }
+    sdnotify_close();
 }
 
 static void on_stop_timer(uv_timer_t *timer)
@@ -299,6 +335,7 @@ void server_stop(struct server *srv, bool graceful)
         return;
     }
     srv->stopping = true;
+    sdnotify_send("STOPPING=1");
     srv->stop_deadline_ms = uv_now(srv->loop) + STOP_GRACE_MS;
     /* Each session sends its close frame from its next writeable callback. */
     lws_callback_on_writable_all_protocol_vhost(

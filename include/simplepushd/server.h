@@ -47,6 +47,8 @@ struct server {
 
     uv_signal_t sig_term, sig_int;
     uv_timer_t stop_timer;
+    uv_timer_t notify_timer;       /* systemd WATCHDOG=1 and STATUS= */
+    uint64_t watchdog_usec;        /* 0: no watchdog */
 };
 
 /* The server of the process (there is one). Set by server_start(). */

@@ -169,7 +169,7 @@ def sanitizer_report(text):
 class Daemon:
     """One simplepushd process with its own temporary directory and config file."""
 
-    def __init__(self, config=None, name="spd", raw_config=None):
+    def __init__(self, config=None, name="spd", raw_config=None, env=None):
         if not DAEMON:
             raise unittest.SkipTest("SIMPLEPUSHD is not set")
         self.name = name
@@ -183,6 +183,7 @@ class Daemon:
         self.public_port = None
         self.internal_port = None
         self.returncode = None
+        self.extra_env = dict(env or {})
 
     def write_config(self, raw_config=None, config=None):
         if config is not None:
@@ -205,6 +206,7 @@ class Daemon:
         self.logf = open(self.log_path, "wb")
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        env.update(self.extra_env)
         self.proc = subprocess.Popen([DAEMON, "-c", self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=self.logf,
                                      stderr=self.logf, env=env, preexec_fn=_die_with_parent)
