@@ -837,6 +837,25 @@ bool config_key_changed(const struct config *a, const struct config *b, size_t i
     return get_int(a, k) != get_int(b, k);
 }
 
+int config_key_copy(struct config *dst, const struct config *src, size_t i)
+{
+    if (i >= KEY_COUNT)
+        return -1;
+    const struct cfg_key *k = &keys[i];
+    if (k->type == CFG_STRING) {
+        const char *from = *(char *const *)field(src, k);
+        char *copy = NULL;
+        if (from && !(copy = strdup(from)))
+            return -1;
+        char **to = (char **)field(dst, k);
+        free(*to);
+        *to = copy;
+        return 0;
+    }
+    set_int(dst, k, get_int(src, k));
+    return 0;
+}
+
 const char *config_alias_name(size_t i, const char **canonical)
 {
     if (i >= ARRAY_SIZE(aliases))

@@ -136,7 +136,7 @@ int main(int argc, char **argv)
     }
     struct server srv;
     int rc = 0;
-    if (server_start(&srv, cfg, &loop, fd_limit)) {
+    if (server_start(&srv, cfg, path, &loop, fd_limit)) {
         rc = 1;
         server_stop(&srv, false);
     }

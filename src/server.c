@@ -142,6 +142,83 @@ static void on_notify_timer(uv_timer_t *timer)
     notify_status(srv, srv->watchdog_usec ? "WATCHDOG=1\n" : "");
 }
 
+/* The cap on devices: server.max_connections, or derived from the open-files limit. */
+static int64_t effective_max_connections(const struct server *srv)
+{
+    int64_t max = srv->cfg->server_max_connections;
+    if (max)
+        return max;
+    return srv->fd_limit > 2 * FD_HEADROOM ? (int64_t)(srv->fd_limit - FD_HEADROOM)
+                                           : (int64_t)srv->fd_limit / 2;
+}
+
+static int find_key(const char *name)
+{
+    for (size_t i = 0; i < config_key_count(); i++)
+        if (!strcmp(config_key_name(i), name))
+            return (int)i;
+    return -1;
+}
+
+int server_reload(struct server *srv)
+{
+    char err[512];
+    struct token_ring *ring = NULL;
+    struct config *next = config_new();
+    int rc = -1;
+
+    sdnotify_send("RELOADING=1");
+    if (!next) {
+        log_err("server", "reload: out of memory; keeping the running configuration");
+        goto out;
+    }
+    if (config_load(next, srv->config_path, err, sizeof(err))) {
+        log_err("server", "reload: %s; keeping the running configuration", err);
+        goto out;
+    }
+    int tk = find_key("endpoint.token_keys");
+    if (tk >= 0 && config_key_changed(srv->cfg, next, (size_t)tk)) {
+        ring = token_ring_new(next->endpoint_token_keys, err, sizeof(err));
+        if (!ring) {
+            log_err("server", "reload: %s; keeping the running configuration", err);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < config_key_count(); i++) {
+        if (!config_key_changed(srv->cfg, next, i))
+            continue;
+        if (!config_key_reloadable(i))
+            log_warning("server", "reload: %s changed; it takes effect at the next restart",
+                        config_key_name(i));
+        else if (config_key_copy(srv->cfg, next, i))
+            log_err("server", "reload: out of memory applying %s", config_key_name(i));
+        else
+            log_notice("server", "reload: %s changed", config_key_name(i));
+    }
+    if (ring) {
+        token_ring_free(srv->tokens);
+        srv->tokens = ring;
+        ring = NULL;
+    }
+    log_configure(srv->cfg->log_level, srv->cfg->log_format);
+    srv->max_connections = effective_max_connections(srv);
+    log_notice("server", "configuration reloaded from %s", srv->config_path);
+    rc = 0;
+out:
+    token_ring_free(ring);
+    config_free(next);
+    sdnotify_send("READY=1");
+    return rc;
+}
+
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+    struct server *srv = sig->data;
+    (void)signum;
+    if (!srv->stopping)
+        server_reload(srv);
+}
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
     struct server *srv = sig->data;
@@ -178,7 +255,8 @@ static struct lws_vhost *create_vhost(struct server *srv, const char *name, cons
     return vh;
 }
 
-int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64_t fd_limit)
+int server_start(struct server *srv, struct config *cfg, const char *config_path, uv_loop_t *loop,
+                 uint64_t fd_limit)
 {
     char err[256];
     memset(srv, 0, sizeof(*srv));
@@ -186,11 +264,12 @@ int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64
     srv->cfg = cfg;
     srv->loop = loop;
     srv->fd_limit = fd_limit;
+    srv->config_path = strdup(config_path);
+    if (!srv->config_path)
+        return -1;
 
-    srv->max_connections = cfg->server_max_connections;
-    if (!srv->max_connections) {
-        srv->max_connections =
-            fd_limit > 2 * FD_HEADROOM ? (int64_t)(fd_limit - FD_HEADROOM) : (int64_t)fd_limit / 2;
+    srv->max_connections = effective_max_connections(srv);
+    if (!cfg->server_max_connections) {
         log_notice("server", "max_connections = %lld (open-files limit %llu less %d)",
                    (long long)srv->max_connections, (unsigned long long)fd_limit, FD_HEADROOM);
     } else if ((uint64_t)srv->max_connections + FD_HEADROOM > fd_limit) {
@@ -266,12 +345,14 @@ int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64
 
     uv_signal_init(loop, &srv->sig_term);
     uv_signal_init(loop, &srv->sig_int);
+    uv_signal_init(loop, &srv->sig_hup);
     uv_timer_init(loop, &srv->stop_timer);
     uv_timer_init(loop, &srv->notify_timer);
     srv->sig_term.data = srv->sig_int.data = srv->stop_timer.data = srv;
-    srv->notify_timer.data = srv;
+    srv->notify_timer.data = srv->sig_hup.data = srv;
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+    uv_signal_start(&srv->sig_hup, on_sighup, SIGHUP);
 
     log_notice("server", "listening public=%s:%d internal=%s:%d",
                is_wildcard(cfg->server_host) ? "0.0.0.0" : cfg->server_host, srv->public_port,
@@ -313,6 +394,7 @@ static void stop_now(struct server *srv)
     if (srv->sig_term.loop) {
         uv_close((uv_handle_t *)&srv->sig_term, NULL);
         uv_close((uv_handle_t *)&srv->sig_int, NULL);
+        uv_close((uv_handle_t *)&srv->sig_hup, NULL);
         uv_close((uv_handle_t *)&srv->stop_timer, NULL);
         uv_close((uv_handle_t *)&srv->notify_timer, NULL);
     }
@@ -352,6 +434,7 @@ void server_free(struct server *srv)
     registry_free(srv->reg);
     token_ring_free(srv->tokens);
     config_free(srv->cfg);
+    free(srv->config_path);
     free(srv->url_prefix);
     free(srv->url_suffix);
     memset(srv, 0, sizeof(*srv));

@@ -98,6 +98,9 @@ bool config_key_reloadable(size_t i);
 /* True when key i has different values in a and b (strings compared by content). */
 bool config_key_changed(const struct config *a, const struct config *b, size_t i);
 
+/* Copies key i's value from src to dst (strings are duplicated). Returns 0, or -1. */
+int config_key_copy(struct config *dst, const struct config *src, size_t i);
+
 /*
  * The other names config_load() accepts, numbered from 0; NULL past the end. Aliases are
  * pushgo 1.x spellings of our keys (*canonical is set to the key's name); ignored names are

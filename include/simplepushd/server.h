@@ -24,6 +24,7 @@ struct token_ring;
 
 struct server {
     struct config *cfg;            /* owned */
+    char *config_path;             /* the file SIGHUP reads again */
     uv_loop_t *loop;               /* borrowed */
     struct lws_context *ctx;
     struct lws_vhost *vh_public;
@@ -45,7 +46,7 @@ struct server {
     bool stopped;                  /* lws and our handles are closing */
     uint64_t stop_deadline_ms;     /* when a graceful stop gives up waiting for devices */
 
-    uv_signal_t sig_term, sig_int;
+    uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
     uv_timer_t notify_timer;       /* systemd WATCHDOG=1 and STATUS= */
     uint64_t watchdog_usec;        /* 0: no watchdog */
@@ -55,11 +56,20 @@ struct server {
 extern struct server *server_self;
 
 /*
- * Builds the server from cfg (taking ownership of it) on loop: token ring, store, registry,
- * timer wheel, lws context and listeners, signal handlers. Logs the bound ports in one line
- * "listening public=ADDR:PORT internal=ADDR:PORT". Returns 0, or -1 after logging why.
+ * Builds the server from cfg (taking ownership of it; read from config_path) on loop: token
+ * ring, store, registry, timer wheel, lws context and listeners, signal handlers. Logs the
+ * bound ports in one line "listening public=ADDR:PORT internal=ADDR:PORT". Returns 0, or -1
+ * after logging why.
  */
-int server_start(struct server *srv, struct config *cfg, uv_loop_t *loop, uint64_t fd_limit);
+int server_start(struct server *srv, struct config *cfg, const char *config_path, uv_loop_t *loop,
+                 uint64_t fd_limit);
+
+/*
+ * Reads the configuration file again (SIGHUP) and applies the keys that can change while
+ * running (config_key_reloadable); others that changed are logged as needing a restart. An
+ * invalid file is logged and the running configuration kept. Returns 0 or -1.
+ */
+int server_reload(struct server *srv);
 
 /*
  * Stops the daemon. Graceful: new devices are refused, every device gets a close frame 1001,

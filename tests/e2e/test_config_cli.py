@@ -198,5 +198,99 @@ class TestStartup(spd.DaemonCase):
         self.assertEqual(spd.recv_json(d.ws)["status"], 413)
 
 
+class TestReload(spd.DaemonCase):
+    PER_TEST = True
+
+    def fast_pings_close(self):
+        d = self.device()
+        d.ws.send("{}")
+        self.assertEqual(recv_text(d.ws), "{}")
+        d.ws.send("{}")
+        try:
+            self.assertEqual(recv_text(d.ws, timeout=2), "{}")
+        except spd.Closed as e:
+            self.assertEqual(e.code, 4774)
+            return True
+        d.disconnect()
+        return False
+
+    def test_sighup_applies_client_limits(self):
+        self.assertFalse(self.fast_pings_close())
+        self.daemon.write_config(config={"client": {"min_ping_interval": "2s"}})
+        self.daemon.signal(signal.SIGHUP)
+        deadline = time.monotonic() + spd.scaled(5)
+        while not self.fast_pings_close():
+            self.assertLess(time.monotonic(), deadline, "reload not applied")
+            time.sleep(0.2)
+        self.daemon.check()
+
+    def test_sighup_applies_max_connections(self):
+        self.daemon.write_config(config={"server": {"max_connections": "2"}})
+        self.daemon.signal(signal.SIGHUP)
+        time.sleep(1)
+        a, b = self.device(), self.device()
+        code, msgs = expect_close(self.ws())
+        self.assertEqual(code, 1008, msgs)
+        a.ping()
+        b.ping()
+
+    def test_sighup_invalid_config_keeps_old(self):
+        self.daemon.write_config(raw_config="[client]\nmin_ping_interval = 2s\nbogus = 1\n")
+        self.daemon.signal(signal.SIGHUP)
+        time.sleep(1)
+        self.daemon.check()
+        self.assertFalse(self.fast_pings_close(), "the invalid config was applied")
+        self.assertIn("%s:3" % self.daemon.config_path, self.daemon.log())
+        # A valid config afterwards is still taken.
+        self.daemon.write_config(config={"client": {"min_ping_interval": "2s"}})
+        self.daemon.signal(signal.SIGHUP)
+        deadline = time.monotonic() + spd.scaled(5)
+        while not self.fast_pings_close():
+            self.assertLess(time.monotonic(), deadline, "reload not applied")
+            time.sleep(0.2)
+
+    def test_repeated_sighup(self):
+        for _ in range(10):
+            self.daemon.signal(signal.SIGHUP)
+            time.sleep(0.05)
+        time.sleep(0.5)
+        self.daemon.check()
+        self.device(channels=1).ping()
+
+
+    def test_sighup_rotates_token_keys(self):
+        key_a = spd.run_cli(["--genkey"]).stdout.strip()
+        key_b = spd.run_cli(["--genkey"]).stdout.strip()
+        self.daemon.write_config(config={"endpoint": {"token_keys": key_a}})
+        self.daemon.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        d = self.device()
+        old_chid = d.register()
+        # B first (encrypts), A second (still decrypts): old endpoints keep working.
+        self.daemon.write_config(config={"endpoint": {"token_keys": key_b + "," + key_a}})
+        self.daemon.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertJSONResponse(d.put(old_chid, version=1), 200, {})
+        self.assertEqual(d.notification()[0]["version"], 1)
+        new_chid = d.register()
+        # A dropped: endpoints made with A are gone, those made with B stay.
+        self.daemon.write_config(config={"endpoint": {"token_keys": key_b}})
+        self.daemon.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertError(d.put(old_chid, version=2), 404)
+        self.assertJSONResponse(d.put(new_chid, version=3), 200, {})
+        self.assertEqual(d.notification()[0]["version"], 3)
+
+    def test_sighup_restart_only_key_is_logged_not_applied(self):
+        self.daemon.write_config(config={"storage": {"max_channels": "1"}})
+        self.daemon.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertIn("storage.max_channels changed; it takes effect at the next restart",
+                      self.daemon.log())
+        d = self.device()
+        d.register()
+        d.register()  # would be 413 had the new max_channels been applied
+
+
 if __name__ == "__main__":
     unittest.main()

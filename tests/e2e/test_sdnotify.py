@@ -119,6 +119,13 @@ class TestNotify(unittest.TestCase):
                     clients = c
         self.assertEqual(clients, 1)
 
+    def test_reloading_then_ready_around_sighup(self):
+        ns, d = self.start()
+        ns.wait_for("READY=1")
+        d.signal(signal.SIGHUP)
+        _, before = ns.wait_for("READY=1")
+        self.assertTrue(any("RELOADING=1" in m.split("\n") for m in before), before)
+
     def test_stopping_at_sigterm(self):
         ns, d = self.start()
         ns.wait_for("READY=1")
