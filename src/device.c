@@ -22,6 +22,7 @@
 #include "simplepushd/http.h"
 #include "simplepushd/log.h"
 #include "simplepushd/message.h"
+#include "simplepushd/metrics.h"
 #include "simplepushd/registry.h"
 #include "simplepushd/server.h"
 #include "simplepushd/store.h"
@@ -319,8 +320,11 @@ static int send_updates(struct device_session *s, const struct store_update *u, 
     size_t len;
     char *text = message_notification(mu, n, &len);
     rc = queue_owned(s, text, len);
-    if (!rc)
+    if (!rc) {
         s->pending_hint = true;
+        metrics.notifications++;
+        metrics.updates_sent += n;
+    }
 out:
     free(chids);
     free(mu);
@@ -424,9 +428,13 @@ static void hello_done(struct store_req *req)
     if (previous && previous != s) {
         /* The same uaid said hello here again: the newcomer keeps it. */
         close_session(previous, CLOSE_POLICY, true);
+        metrics.kicks++;
     }
     s->state = SESSION_READY;
     s->hello_due = 0;
+    metrics.hellos++;
+    if (req->reset)
+        metrics.hello_resets++;
 
     queue_hello_reply(s);
     if (req->n_updates)
@@ -535,6 +543,12 @@ static void on_command(struct device_session *s, struct message *m)
     enum store_op op = m->type == MESSAGE_REGISTER ? STORE_REGISTER : STORE_UNREGISTER;
     struct store_req *req;
 
+    if (m->type == MESSAGE_ACK)
+        metrics.acks++;
+    else if (m->type == MESSAGE_REGISTER)
+        metrics.registers++;
+    else
+        metrics.unregisters++;
     if (m->type == MESSAGE_ACK) {
         if (!m->n_acks)
             return;
@@ -570,9 +584,11 @@ static void on_ping(struct device_session *s)
     if (min && s->last_ping_ms && now - s->last_ping_ms < min) {
         log_debug("device", "session %llu pings too often", (unsigned long long)s->id);
         close_session(s, CLOSE_PING_FLOOD, false);
+        metrics.too_many_pings++;
         return;
     }
     s->last_ping_ms = now;
+    metrics.pings++;
     queue_text(s, "{}", 2);
 }
 
@@ -731,6 +747,7 @@ static int on_established(struct device_session *s, struct lws *wsi)
     }
     s->counted = true;
     srv->n_devices++;
+    metrics.ws_opened++;
     if (cfg->client_hello_timeout_ms)
         s->hello_due = now + secs(cfg->client_hello_timeout_ms);
     if (cfg->client_pong_interval_ms)
@@ -749,8 +766,10 @@ static void on_closed(struct device_session *s)
     registry_remove(srv->reg, s->id);
     if (s->state == SESSION_READY)
         registry_unbind_uaid(srv->reg, s->uaid, s);
-    if (s->counted)
+    if (s->counted) {
         srv->n_devices--;
+        metrics.ws_closed++;
+    }
     drop_queue(s);
     while (s->deferred) {
         struct outmsg *m = s->deferred;

@@ -160,6 +160,7 @@ int endpoint_begin(struct http_txn *txn, const char *path, size_t path_len)
     char cl[32];
 
     txn->cors = cfg->endpoint_cors;
+    txn->is_put = lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI) > 0;
 
     /* A body we will not read must not be taken for the next request: close after. */
     /* A Content-Length header with an empty value is present (a fragment), and malformed. */

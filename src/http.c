@@ -17,6 +17,7 @@
 #include "simplepushd/endpoint.h"
 #include "simplepushd/ids.h"
 #include "simplepushd/log.h"
+#include "simplepushd/metrics.h"
 #include "simplepushd/registry.h"
 #include "simplepushd/server.h"
 #include "simplepushd/store.h"
@@ -82,8 +83,11 @@ static int write_headers(struct http_txn *txn)
     uint8_t buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
     struct lws *wsi = txn->wsi;
 
-    if (lws_add_http_common_headers(wsi, (unsigned)txn->status, "application/json", txn->resp_len,
-                                    &p, end))
+    if (txn->is_put)
+        metrics_put(txn->status);
+    if (lws_add_http_common_headers(wsi, (unsigned)txn->status,
+                                    txn->content_type ? txn->content_type : "application/json",
+                                    txn->resp_len, &p, end))
         return -1;
     if (txn->allow &&
         lws_add_http_header_by_name(wsi, (const uint8_t *)"allow:", (const uint8_t *)txn->allow,
@@ -168,6 +172,23 @@ static int respond_status(struct http_txn *txn)
     return http_respond(txn, ok ? 200 : 503, buf);
 }
 
+static int respond_metrics(struct http_txn *txn)
+{
+    struct metrics_gauges g = {
+        .connections = server_self->n_devices,
+        .max_connections = server_self->max_connections,
+        .draining = server_self->stopping,
+    };
+    size_t len;
+    char *text = metrics_render(&g, &len);
+    if (!text)
+        return http_respond_error(txn, 500, "An unexpected error occurred");
+    txn->content_type = "text/plain; version=0.0.4";
+    int rc = http_respond(txn, 200, text);
+    free(text);
+    return rc;
+}
+
 static int respond_version(struct http_txn *txn)
 {
     char buf[256];
@@ -223,7 +244,7 @@ static int dispatch(struct http_txn *txn, const char *path, size_t len)
         (len == sizeof(update) - 1 || path[sizeof(update) - 1] == '/'))
         return endpoint_begin(txn, path + sizeof(update) - 1, len - (sizeof(update) - 1));
 
-    enum { H_NONE, H_STATUS, H_LB, H_HEART, H_VERSION } which = H_NONE;
+    enum { H_NONE, H_STATUS, H_LB, H_HEART, H_VERSION, H_METRICS } which = H_NONE;
     if (!txn->internal && (!strcmp(path, "/status/") || !strcmp(path, "/status")))
         which = H_STATUS;
     else if (!txn->internal && !strcmp(path, "/__lbheartbeat__"))
@@ -232,6 +253,8 @@ static int dispatch(struct http_txn *txn, const char *path, size_t len)
         which = H_HEART;
     else if (!txn->internal && !strcmp(path, "/__version__"))
         which = H_VERSION;
+    else if (txn->internal && !strcmp(path, "/metrics"))
+        which = H_METRICS;
 
     /* Whatever the answer, a body we do not read would be taken for the next request. */
     char cl[32];
@@ -256,6 +279,8 @@ static int dispatch(struct http_txn *txn, const char *path, size_t len)
         return respond_heartbeat(txn);
     case H_VERSION:
         return respond_version(txn);
+    case H_METRICS:
+        return respond_metrics(txn);
     default:
         return http_respond_error(txn, 404, "Not Found");
     }

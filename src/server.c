@@ -19,6 +19,7 @@
 #include "simplepushd/device.h"
 #include "simplepushd/http.h"
 #include "simplepushd/log.h"
+#include "simplepushd/metrics.h"
 #include "simplepushd/registry.h"
 #include "simplepushd/sdnotify.h"
 #include "simplepushd/store.h"
@@ -300,6 +301,8 @@ int server_start(struct server *srv, struct config *cfg, const char *config_path
         return -1;
     }
     srv->store = store_mem_new(loop, &limits);
+    if (srv->store)
+        store_set_observer(srv->store, metrics_store);
     srv->reg = registry_new();
     srv->timers = timers_new(loop, device_on_timer, srv);
     if (!srv->store || !srv->reg || !srv->timers) {

@@ -54,6 +54,7 @@ struct store {
     struct store_worker *workers;
     unsigned n_workers;
     bool closing;
+    store_observer_fn observer;
 };
 
 static void store_queue_push(struct store_queue *q, struct store_req *req)
@@ -161,6 +162,8 @@ static void store_deliver(struct store *st, struct store_req *req)
         uv_unref((uv_handle_t *)&st->async);
     if (st->closing)
         store_fail(req);
+    if (st->observer)
+        st->observer(req->op, req->status, uv_hrtime() - req->submitted_ns);
     if (req->done)
         req->done(req);
     else
@@ -330,6 +333,7 @@ void store_submit(struct store *st, struct store_req *req)
         uv_ref((uv_handle_t *)&st->async);
     store_clear_results(req);
     req->next = NULL;
+    req->submitted_ns = uv_hrtime();
 
     if (st->closing) {
         store_fail(req);
@@ -351,6 +355,11 @@ void store_submit(struct store *st, struct store_req *req)
     store_queue_push(&w->queue, req);
     uv_cond_signal(&w->cond);
     uv_mutex_unlock(&w->lock);
+}
+
+void store_set_observer(struct store *st, store_observer_fn fn)
+{
+    st->observer = fn;
 }
 
 void store_set_limits(struct store *st, const struct store_limits *limits)

@@ -29,6 +29,8 @@ struct http_txn {
     const char *allow;    /* value of an Allow: header, or NULL */
     unsigned retry_after; /* Retry-After seconds, or 0 */
     bool cors;            /* add CORS headers */
+    bool is_put;          /* a PUT /update: its answer is counted */
+    const char *content_type; /* NULL: application/json */
     char *resp;           /* response body, malloc'd */
     size_t resp_len;
     char *body;           /* request body being read, malloc'd */

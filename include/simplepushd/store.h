@@ -126,6 +126,7 @@ struct store_req {
     store_done_cb done;
     uint64_t owner; /* the caller's id of whoever waits (a connection id) */
     void *user;     /* the caller's, not owned: the completion callback releases it */
+    uint64_t submitted_ns; /* set by store_submit(), for the latency observer */
 
     struct store_req *next; /* private to the store: its queue link */
 };
@@ -154,6 +155,12 @@ struct store *store_mem_new(uv_loop_t *loop, const struct store_limits *limits);
  * backend, all requests do). Loop thread only.
  */
 void store_submit(struct store *st, struct store_req *req);
+
+/* Called on the loop thread for every completion, before its done callback. */
+typedef void (*store_observer_fn)(enum store_op op, enum store_status status, uint64_t latency_ns);
+
+/* Sets (or with NULL clears) the completion observer. Loop thread only. */
+void store_set_observer(struct store *st, store_observer_fn fn);
 
 /* Replaces the limits (reload); requests executed from then on see the new ones. Loop thread only.
  */

@@ -64,6 +64,58 @@ class TestHealth(spd.DaemonCase):
             self.assertTrue(body[k], body)
         self.assertEqual(body["version"], self.status()["version"])
 
+    def test_internal_metrics_prometheus_text(self):
+        r = self.http("GET", "/metrics", internal=True)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.content_type(), "text/plain", r)
+        text = r.body.decode("utf-8")
+        samples = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+        self.assertTrue(samples, text[:500])
+        for ln in samples:
+            self.assertRegex(ln, r"^[A-Za-z_:][A-Za-z0-9_:]*(\{[^}]*\})? "
+                                 r"[-+]?([0-9.]+([eE][-+]?[0-9]+)?|Inf|NaN)( [0-9]+)?$")
+        for ln in text.splitlines():
+            if ln.startswith("# TYPE "):
+                self.assertIn(ln.split()[3], ("counter", "gauge", "histogram"), ln)
+
+    def metrics(self):
+        r = self.http("GET", "/metrics", internal=True)
+        self.assertEqual(r.status, 200, r)
+        values = {}
+        for ln in r.body.decode().splitlines():
+            if ln and not ln.startswith("#"):
+                name, value = ln.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    def test_metrics_move_with_traffic(self):
+        before = self.metrics()
+        d = self.device()
+        chid = d.register()
+        self.assertJSONResponse(d.put(chid, version=7), 200, {})
+        d.ack(d.notification())
+        d.ping()
+        d.disconnect()
+        self.assertJSONResponse(spd.put(d.endpoints[chid], version=8), 202, {})
+        self.assertError(spd.put(d.endpoints[chid][:-3] + "AAA", version=9), 404)
+        after = self.metrics()
+
+        def delta(name):
+            return after.get(name, 0) - before.get(name, 0)
+        self.assertEqual(delta("simplepushd_hellos_total"), 1)
+        self.assertEqual(delta("simplepushd_registers_total"), 1)
+        self.assertEqual(delta("simplepushd_acks_total"), 1)
+        self.assertEqual(delta("simplepushd_pings_total"), 1)
+        self.assertEqual(delta("simplepushd_notifications_total"), 1)
+        self.assertEqual(delta('simplepushd_puts_total{status="200"}'), 1)
+        self.assertEqual(delta('simplepushd_puts_total{status="202"}'), 1)
+        self.assertEqual(delta('simplepushd_puts_total{status="404"}'), 1)
+        self.assertEqual(delta('simplepushd_store_requests_total{op="update",status="ok"}'), 2)
+        self.assertGreaterEqual(delta("simplepushd_store_latency_seconds_count"), 5)
+        self.assertEqual(after["simplepushd_connections"], 0)
+        self.assertEqual(after['simplepushd_store_latency_seconds_bucket{le="+Inf"}'],
+                         after["simplepushd_store_latency_seconds_count"])
+
     def test_metrics_not_public(self):
         self.assertJSONResponse(self.http("GET", "/metrics"), 404, NOT_FOUND)
 

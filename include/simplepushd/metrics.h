@@ -1,0 +1,51 @@
+/*
+ * metrics: the daemon's counters, and their Prometheus text exposition (format 0.0.4), served
+ * at GET /metrics on the internal listener. Counters are plain integers written by the loop
+ * thread only; the histogram of storage latency is fed from store completions.
+ */
+#ifndef SIMPLEPUSHD_METRICS_H
+#define SIMPLEPUSHD_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "simplepushd/store.h"
+
+/* Buckets of the storage latency histogram, in seconds (+Inf implied). */
+#define METRICS_LATENCY_BUCKETS 12
+
+/* The HTTP statuses PUT /update answers, counted one by one (others count as "other"). */
+#define METRICS_PUT_STATUSES 12
+
+struct metrics {
+    uint64_t ws_opened, ws_closed;
+    uint64_t hellos, hello_resets, registers, unregisters, acks, pings, too_many_pings;
+    uint64_t kicks;                  /* older sockets closed by a newer hello of their uaid */
+    uint64_t notifications;          /* notification messages queued to devices */
+    uint64_t updates_sent;           /* updates in them */
+    uint64_t puts[METRICS_PUT_STATUSES + 1];
+    uint64_t store_requests[STORE_FETCH + 1][5]; /* by op and -status */
+    uint64_t store_latency[METRICS_LATENCY_BUCKETS + 1];
+    uint64_t store_latency_count;
+    double store_latency_sum;        /* seconds */
+};
+
+extern struct metrics metrics;
+
+/* Counts one answer of PUT /update. */
+void metrics_put(int status);
+
+/* The store's observer: counts one completion and its latency. */
+void metrics_store(enum store_op op, enum store_status status, uint64_t latency_ns);
+
+/* Gauges read at render time. */
+struct metrics_gauges {
+    size_t connections;
+    int64_t max_connections;
+    int draining;
+};
+
+/* Renders every metric as Prometheus text; returns a malloc'd string (NULL on failure). */
+char *metrics_render(const struct metrics_gauges *g, size_t *len);
+
+#endif
