@@ -143,6 +143,32 @@ static void on_notify_timer(uv_timer_t *timer)
     notify_status(srv, srv->watchdog_usec ? "WATCHDOG=1\n" : "");
 }
 
+/*
+ * The token keys: endpoint.token_keys, or else systemd's credential token_keys
+ * ($CREDENTIALS_DIRECTORY/token_keys, from LoadCredential=), so that the secret need not
+ * sit in config.ini. Returns a malloc'd string, or NULL for "none" (a random key).
+ */
+static char *token_keys_of(const struct config *cfg)
+{
+    if (cfg->endpoint_token_keys && *cfg->endpoint_token_keys)
+        return strdup(cfg->endpoint_token_keys);
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    if (!dir || !*dir)
+        return NULL;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/token_keys", dir);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return NULL;
+    char buf[2048];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    return n ? strdup(buf) : NULL;
+}
+
 /* The cap on devices: server.max_connections, or derived from the open-files limit. */
 static int64_t effective_max_connections(const struct server *srv)
 {
@@ -151,14 +177,6 @@ static int64_t effective_max_connections(const struct server *srv)
         return max;
     return srv->fd_limit > 2 * FD_HEADROOM ? (int64_t)(srv->fd_limit - FD_HEADROOM)
                                            : (int64_t)srv->fd_limit / 2;
-}
-
-static int find_key(const char *name)
-{
-    for (size_t i = 0; i < config_key_count(); i++)
-        if (!strcmp(config_key_name(i), name))
-            return (int)i;
-    return -1;
 }
 
 int server_reload(struct server *srv)
@@ -177,9 +195,11 @@ int server_reload(struct server *srv)
         log_err("server", "reload: %s; keeping the running configuration", err);
         goto out;
     }
-    int tk = find_key("endpoint.token_keys");
-    if (tk >= 0 && config_key_changed(srv->cfg, next, (size_t)tk)) {
-        ring = token_ring_new(next->endpoint_token_keys, err, sizeof(err));
+    /* The keys are read again (the credential may have changed too) and checked first. */
+    char *keys = token_keys_of(next);
+    if (keys) {
+        ring = token_ring_new(keys, err, sizeof(err));
+        free(keys);
         if (!ring) {
             log_err("server", "reload: %s; keeping the running configuration", err);
             goto out;
@@ -280,12 +300,18 @@ int server_start(struct server *srv, struct config *cfg, const char *config_path
                     (long long)srv->max_connections, FD_HEADROOM, (unsigned long long)fd_limit);
     }
 
-    srv->tokens = token_ring_new(cfg->endpoint_token_keys, err, sizeof(err));
+    char *keys = token_keys_of(cfg);
+    srv->tokens = token_ring_new(keys, err, sizeof(err));
     if (!srv->tokens) {
+        free(keys);
         log_err("server", "%s", err);
         return -1;
     }
-    if (!cfg->endpoint_token_keys || !*cfg->endpoint_token_keys)
+    if (keys && (!cfg->endpoint_token_keys || !*cfg->endpoint_token_keys))
+        log_notice("server", "token keys from the credential $CREDENTIALS_DIRECTORY/token_keys");
+    bool random_key = !keys;
+    free(keys);
+    if (random_key)
         log_warning("server", "endpoint.token_keys is empty: using a random key; endpoints will "
                               "not survive a restart or work across nodes "
                               "(make a key with simplepushd --genkey)");
