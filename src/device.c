@@ -198,7 +198,7 @@ static int on_writeable(struct device_session *s)
 {
     struct lws *wsi = s->wsi;
 
-    if (server_self->stopping && !s->close_code)
+    if (server_self->closing_all && !s->close_code)
         close_session(s, CLOSE_GOING_AWAY, false);
 
     if (s->ping_due && !s->close_code) {
@@ -329,6 +329,15 @@ out:
     free(chids);
     free(mu);
     return rc;
+}
+
+bool device_drain(void *session)
+{
+    struct device_session *s = session;
+    if (s->close_code)
+        return false;
+    close_session(s, CLOSE_GOING_AWAY, false);
+    return true;
 }
 
 int device_deliver(const uint8_t uaid[IDS_BYTES], const struct store_update *update)

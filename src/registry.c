@@ -253,6 +253,25 @@ void *registry_find_uaid(const struct registry *reg, const uint8_t uaid[IDS_BYTE
     return reg->uaids[reg_uaid_probe(reg, uaid)].session;
 }
 
+size_t registry_uaid_count(const struct registry *reg)
+{
+    return reg->uaids_count;
+}
+
+size_t registry_foreach_uaid(const struct registry *reg, int (*fn)(void *session, void *arg),
+                             void *arg)
+{
+    size_t visited = 0;
+    for (size_t i = 0; i <= reg->uaids_mask; i++) {
+        if (!reg->uaids[i].session)
+            continue;
+        visited++;
+        if (fn(reg->uaids[i].session, arg))
+            break;
+    }
+    return visited;
+}
+
 void registry_unbind_uaid(struct registry *reg, const uint8_t uaid[IDS_BYTES], const void *session)
 {
     size_t i = reg_uaid_probe(reg, uaid);

@@ -430,11 +430,49 @@ static void stop_now(struct server *srv)
     sdnotify_close();
 }
 
+/* Milliseconds between two rounds of the drain. */
+#define DRAIN_TICK_MS 100
+
+/* Closes every session left with 1001 (from its next writeable callback), then stops. */
+static void close_all(struct server *srv)
+{
+    srv->closing_all = true;
+    srv->stop_deadline_ms = uv_now(srv->loop) + STOP_GRACE_MS;
+    lws_callback_on_writable_all_protocol_vhost(
+        srv->vh_public, lws_vhost_name_to_protocol(srv->vh_public, "push-notification"));
+    lws_cancel_service(srv->ctx);
+}
+
+static int drain_one(void *session, void *arg)
+{
+    size_t *budget = arg;
+    if (device_drain(session))
+        (*budget)--;
+    return *budget == 0;
+}
+
+/*
+ * One round of the drain: close a share of the ready devices, so that they reconnect to
+ * other nodes spread over server.drain_seconds instead of all at once.
+ */
 static void on_stop_timer(uv_timer_t *timer)
 {
     struct server *srv = timer->data;
-    if (!srv->n_devices || uv_now(srv->loop) >= srv->stop_deadline_ms)
-        stop_now(srv);
+    uint64_t now = uv_now(srv->loop);
+
+    if (srv->closing_all) {
+        if (!srv->n_devices || now >= srv->stop_deadline_ms)
+            stop_now(srv);
+        return;
+    }
+    size_t ready = registry_uaid_count(srv->reg);
+    if (!ready || now >= srv->drain_end_ms) {
+        close_all(srv);
+        return;
+    }
+    uint64_t rounds = (srv->drain_end_ms - now + DRAIN_TICK_MS - 1) / DRAIN_TICK_MS;
+    size_t budget = (size_t)((ready + rounds - 1) / rounds);
+    registry_foreach_uaid(srv->reg, drain_one, &budget);
 }
 
 void server_stop(struct server *srv, bool graceful)
@@ -445,14 +483,13 @@ void server_stop(struct server *srv, bool graceful)
         stop_now(srv);
         return;
     }
+    /* New devices are refused and /__lbheartbeat__ answers 503 from now on. */
     srv->stopping = true;
     sdnotify_send("STOPPING=1");
-    srv->stop_deadline_ms = uv_now(srv->loop) + STOP_GRACE_MS;
-    /* Each session sends its close frame from its next writeable callback. */
-    lws_callback_on_writable_all_protocol_vhost(
-        srv->vh_public, lws_vhost_name_to_protocol(srv->vh_public, "push-notification"));
-    lws_cancel_service(srv->ctx);
-    uv_timer_start(&srv->stop_timer, on_stop_timer, 50, 50);
+    srv->drain_end_ms = uv_now(srv->loop) + srv->cfg->server_drain_ms;
+    log_notice("server", "draining %zu devices over %llu ms", srv->n_devices,
+               (unsigned long long)srv->cfg->server_drain_ms);
+    uv_timer_start(&srv->stop_timer, on_stop_timer, 0, DRAIN_TICK_MS);
 }
 
 void server_free(struct server *srv)

@@ -13,6 +13,7 @@
 #define SIMPLEPUSHD_DEVICE_H
 
 #include <libwebsockets.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,12 @@ size_t device_session_size(void);
  * queued for sending, -1 when no ready session holds the uaid (or it cannot take more).
  */
 int device_deliver(const uint8_t uaid[IDS_BYTES], const struct store_update *update);
+
+/*
+ * Starts closing a ready session with 1001 (going away), for a drain. Returns true when it
+ * did, false when the session was closing already.
+ */
+bool device_drain(void *session);
 
 /* Called by the timer wheel for a session's node. */
 void device_on_timer(struct timers_node *node, void *arg);

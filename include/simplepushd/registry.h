@@ -47,6 +47,9 @@ void registry_remove(struct registry *reg, uint64_t id);
 /* Number of ids mapped. */
 size_t registry_count(const struct registry *reg);
 
+/* Number of uaids bound. */
+size_t registry_uaid_count(const struct registry *reg);
+
 /*
  * Binds uaid to session. Returns 0 and sets *previous (when previous is not NULL) to the
  * session that held the uaid before, so the caller can close it: NULL if none, and NULL when
@@ -58,6 +61,13 @@ int registry_bind_uaid(struct registry *reg, const uint8_t uaid[IDS_BYTES], void
 
 /* Returns the session holding uaid, or NULL. */
 void *registry_find_uaid(const struct registry *reg, const uint8_t uaid[IDS_BYTES]);
+
+/*
+ * Calls fn(session, arg) for each session bound to a uaid, in table order, until fn returns
+ * non-zero. fn must not bind or unbind uaids. Returns the number of sessions visited.
+ */
+size_t registry_foreach_uaid(const struct registry *reg, int (*fn)(void *session, void *arg),
+                             void *arg);
 
 /* Unbinds uaid only if it is still bound to session (a newer socket may hold it now). */
 void registry_unbind_uaid(struct registry *reg, const uint8_t uaid[IDS_BYTES], const void *session);

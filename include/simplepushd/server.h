@@ -43,7 +43,9 @@ struct server {
     int64_t max_connections;       /* effective cap on n_devices */
     uint64_t fd_limit;             /* RLIMIT_NOFILE soft limit after raising it */
     bool stopping;                 /* no new devices; sessions are being closed */
+    bool closing_all;              /* the drain's end: every session closes now */
     bool stopped;                  /* lws and our handles are closing */
+    uint64_t drain_end_ms;         /* when the spread-out closing of devices ends */
     uint64_t stop_deadline_ms;     /* when a graceful stop gives up waiting for devices */
 
     uv_signal_t sig_term, sig_int, sig_hup;

@@ -5,6 +5,7 @@ drain (§12, close code 1001).
 
 import re
 import signal
+import threading
 import time
 import unittest
 
@@ -191,6 +192,30 @@ class TestDrain(spd.DaemonCase):
         rc = self.daemon.wait_exit(8)
         self.assertEqual(rc, 0, "exit status after SIGTERM drain")
         self.assertLess(time.monotonic() - t0, spd.scaled(8))
+        self.daemon.stop()
+
+    def test_sigterm_spreads_closes_over_drain_seconds(self):
+        # drain_seconds = 2: twenty devices are closed in rounds across the window, not at
+        # once, so that they reconnect elsewhere gradually (the bounds are coarse on purpose).
+        devices = [self.device() for _ in range(20)]
+        t0 = time.monotonic()
+        self.daemon.signal(signal.SIGTERM)
+        results = []
+
+        def wait_close(d):
+            code, msgs = expect_close(d.ws, timeout=8)
+            results.append((code, time.monotonic() - t0, msgs))
+
+        threads = [threading.Thread(target=wait_close, args=(d,)) for d in devices]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual([r[0] for r in results], [1001] * len(devices), results)
+        times = [r[1] for r in results]
+        self.assertGreater(max(times) - min(times), 1.0, times)
+        self.assertLess(max(times), spd.scaled(4), times)
+        self.assertEqual(self.daemon.wait_exit(8), 0)
         self.daemon.stop()
 
     def test_sigterm_stops_accepting_devices(self):
