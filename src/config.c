@@ -28,6 +28,7 @@
 
 #include "simplepushd/log.h"
 #include "simplepushd/token.h"
+#include "simplepushd/udp.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -68,6 +69,7 @@ struct cfg_key {
 
 static int check_url_template(const char *value, char *reason, size_t len);
 static int check_token_keys(const char *value, char *reason, size_t len);
+static int check_hostport(const char *value, char *reason, size_t len);
 static int parse_log_level(const char *value);
 static int parse_log_format(const char *value);
 
@@ -148,6 +150,16 @@ static const struct cfg_key keys[] = {
              "error|warning|notice|info|debug", true, "most verbose level written to stderr"),
     KEY_ENUM("log.format", log_format, LOG_FORMAT_TEXT, parse_log_format, "text|json", true,
              "log line format: text (journald) or json (MozLog)"),
+    KEY_BOOL("heka.use", heka_use, false, true,
+             "also send every log line as a MozLog JSON datagram to heka.server_addr"),
+    KEY_STRING("heka.server_addr", heka_server_addr, "127.0.0.1:5565", true, check_hostport,
+               "host:port of the Heka (or hindsight) UDP input"),
+    KEY_STRING("heka.logger_name", heka_logger_name, "simplepushd", true, NULL,
+               "the Logger field of the datagrams"),
+    KEY_STRING("metrics.statsd_server", metrics_statsd_server, NULL, true, check_hostport,
+               "host:port of a statsd server for pushgo's metric names; empty = none"),
+    KEY_STRING("metrics.prefix", metrics_prefix, "simplepush", true, NULL,
+               "prefix of the statsd metric names"),
 };
 
 #define KEY_COUNT ARRAY_SIZE(keys)
@@ -174,6 +186,9 @@ static const struct {
     {"db.max_channels", "storage.max_channels", false},
     {"db.timeout_live", "storage.timeout_live", false},
     {"db.timeout_del", "storage.timeout_del", false},
+    {"statsd.server", "metrics.statsd_server", false},
+    {"metrics.statsd_target", "metrics.statsd_server", false},
+    {"statsd.name", "metrics.prefix", false},
 };
 
 /* pushgo 1.x keys with no meaning here: accepted with a warning. A trailing '*' is a prefix. */
@@ -191,10 +206,8 @@ static const char *const ignored[] = {
     "shard.ctimeout", "shard.rwtimeout", "shard.defaultTTL", "shard.etcd_servers",
     "shard.bucket_size",
     "logger.enable", "logger.filter",
-    "heka.use", "heka.sender", "heka.server_addr", "heka.logger_name", "heka.current_host",
-    "heka.show_caller", "heka.stdout",
-    "metrics.prefix", "metrics.statsd_target", "metrics.counters",
-    "statsd.server", "statsd.name",
+    "heka.sender", "heka.current_host", "heka.show_caller", "heka.stdout",
+    "metrics.counters",
     "gcm.*",
 };
 /* clang-format on */
@@ -352,6 +365,11 @@ static int check_token_keys(const char *value, char *reason, size_t len)
     }
     token_ring_free(ring);
     return 0;
+}
+
+static int check_hostport(const char *value, char *reason, size_t len)
+{
+    return udp_check_hostport(value, reason, len);
 }
 
 /* ---- the table ---- */

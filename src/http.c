@@ -178,6 +178,7 @@ static int respond_metrics(struct http_txn *txn)
         .connections = server_self->n_devices,
         .max_connections = server_self->max_connections,
         .draining = server_self->stopping,
+        .log_drops = log_heka_drops(),
     };
     size_t len;
     char *text = metrics_render(&g, &len);

@@ -5,9 +5,11 @@
  * loop thread and from worker threads never interleave.
  */
 #include "simplepushd/log.h"
+#include "simplepushd/udp.h"
 
 #include <jansson.h>
 #include <libwebsockets.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +19,12 @@
 int log_threshold = LOG_LEVEL_NOTICE;
 static enum log_format log_fmt = LOG_FORMAT_TEXT;
 static char log_hostname[256];
+
+/* The Heka sink: swapped by the loop thread, used by any thread that logs. */
+static pthread_mutex_t heka_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct udp_sink *heka_sink;
+static char heka_logger[128] = "simplepushd";
+static uint64_t heka_drops_before; /* drops of sinks already replaced */
 
 static const char *const level_names[] = {
     [LOG_LEVEL_ERR] = "error", [LOG_LEVEL_WARNING] = "warning", [LOG_LEVEL_NOTICE] = "notice",
@@ -76,24 +84,49 @@ static void log_vwrite(int level, const char *type, const char *fmt, va_list ap)
         int m = snprintf(line, sizeof(line), "<%d>%s: %s\n", level, type, msg);
         if (m > 0)
             write_all(line, (size_t)m < sizeof(line) ? (size_t)m : sizeof(line) - 1);
-        return;
     }
+    if (log_fmt != LOG_FORMAT_JSON && !__atomic_load_n(&heka_sink, __ATOMIC_RELAXED))
+        return;
 
+    /* One MozLog object, for stderr (json format) and for Heka. */
+    pthread_mutex_lock(&heka_lock);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     json_t *obj = json_pack("{s:I, s:s, s:s, s:s, s:s, s:i, s:i, s:{s:s}}", "Timestamp",
                             (json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec, "Type", type, "Logger",
-                            "simplepushd", "Hostname", log_hostname, "EnvVersion", "2.0",
-                            "Severity", level, "Pid", (int)getpid(), "Fields", "msg", msg);
-    if (!obj)
-        return;
-    char *s = json_dumps(obj, JSON_COMPACT);
+                            heka_logger, "Hostname", log_hostname, "EnvVersion", "2.0", "Severity",
+                            level, "Pid", (int)getpid(), "Fields", "msg", msg);
+    char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
-    if (!s)
-        return;
-    write_all(s, strlen(s));
-    write_all("\n", 1);
-    free(s);
+    if (s) {
+        if (heka_sink)
+            udp_sink_send(heka_sink, s, strlen(s));
+        if (log_fmt == LOG_FORMAT_JSON) {
+            write_all(s, strlen(s));
+            write_all("\n", 1);
+        }
+        free(s);
+    }
+    pthread_mutex_unlock(&heka_lock);
+}
+
+void log_set_heka(struct udp_sink *sink, const char *logger)
+{
+    pthread_mutex_lock(&heka_lock);
+    struct udp_sink *old = heka_sink;
+    heka_drops_before += udp_sink_drops(old);
+    __atomic_store_n(&heka_sink, sink, __ATOMIC_RELAXED);
+    snprintf(heka_logger, sizeof(heka_logger), "%s", logger && *logger ? logger : "simplepushd");
+    pthread_mutex_unlock(&heka_lock);
+    udp_sink_free(old);
+}
+
+uint64_t log_heka_drops(void)
+{
+    pthread_mutex_lock(&heka_lock);
+    uint64_t n = heka_drops_before + udp_sink_drops(heka_sink);
+    pthread_mutex_unlock(&heka_lock);
+    return n;
 }
 
 void log_write(int level, const char *type, const char *fmt, ...)

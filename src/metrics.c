@@ -5,6 +5,7 @@
  * durations); each has HELP and TYPE lines.
  */
 #include "simplepushd/metrics.h"
+#include "simplepushd/udp.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -46,6 +47,95 @@ void metrics_store(enum store_op op, enum store_status status, uint64_t latency_
     metrics.store_latency[b]++;
     metrics.store_latency_count++;
     metrics.store_latency_sum += secs;
+}
+
+/* ---- statsd ---- */
+
+static struct udp_sink *statsd;
+static char statsd_prefix[64] = "simplepush";
+static struct metrics statsd_sent; /* the counters as of the last flush */
+
+void metrics_statsd_configure(struct udp_sink *sink, const char *prefix)
+{
+    udp_sink_free(statsd);
+    statsd = sink;
+    snprintf(statsd_prefix, sizeof(statsd_prefix), "%s", prefix ? prefix : "");
+    statsd_sent = metrics; /* start counting from now */
+}
+
+/* Heka's StatsdInput reads at most 512 bytes of a datagram. */
+#define STATSD_PACKET 512
+
+struct statsd_packet {
+    char buf[STATSD_PACKET];
+    size_t len;
+};
+
+static void statsd_send(struct statsd_packet *p)
+{
+    if (p->len)
+        udp_sink_send(statsd, p->buf, p->len);
+    p->len = 0;
+}
+
+static void statsd_line(struct statsd_packet *p, const char *name, long long value,
+                        const char *type)
+{
+    char line[160];
+    int n = snprintf(line, sizeof(line), "%s%s%s:%lld|%s", statsd_prefix, *statsd_prefix ? "." : "",
+                     name, value, type);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return;
+    if (p->len + (p->len ? 1 : 0) + (size_t)n > sizeof(p->buf))
+        statsd_send(p);
+    if (p->len)
+        p->buf[p->len++] = '\n';
+    memcpy(p->buf + p->len, line, (size_t)n);
+    p->len += (size_t)n;
+}
+
+static void statsd_counter(struct statsd_packet *p, const char *name, uint64_t now, uint64_t then)
+{
+    if (now > then)
+        statsd_line(p, name, (long long)(now - then), "c");
+}
+
+void metrics_statsd_flush(size_t connections)
+{
+    if (!statsd)
+        return;
+    struct statsd_packet p = {.len = 0};
+    const struct metrics *m = &metrics, *o = &statsd_sent;
+    uint64_t puts_now = 0, puts_then = 0, ok_now = 0, ok_then = 0, bad_now = 0, bad_then = 0;
+
+    /* pushgo's names (its METRICS.md and 1.1 statsd). */
+    statsd_counter(&p, "client.socket.connect", m->ws_opened, o->ws_opened);
+    statsd_counter(&p, "client.socket.disconnect", m->ws_closed, o->ws_closed);
+    statsd_counter(&p, "updates.client.hello", m->hellos, o->hellos);
+    statsd_counter(&p, "updates.client.register", m->registers, o->registers);
+    statsd_counter(&p, "updates.client.unregister", m->unregisters, o->unregisters);
+    statsd_counter(&p, "updates.client.ack", m->acks, o->acks);
+    statsd_counter(&p, "updates.client.ping", m->pings, o->pings);
+    statsd_counter(&p, "updates.client.too_many_pings", m->too_many_pings, o->too_many_pings);
+    statsd_counter(&p, "updates.sent", m->updates_sent, o->updates_sent);
+    for (size_t i = 0; i <= METRICS_PUT_STATUSES; i++) {
+        puts_now += m->puts[i];
+        puts_then += o->puts[i];
+        bool ok = i < METRICS_PUT_STATUSES && (put_statuses[i] == 200 || put_statuses[i] == 202);
+        bool bad = i < METRICS_PUT_STATUSES && put_statuses[i] >= 400 && put_statuses[i] < 500;
+        ok_now += ok ? m->puts[i] : 0;
+        ok_then += ok ? o->puts[i] : 0;
+        bad_now += bad ? m->puts[i] : 0;
+        bad_then += bad ? o->puts[i] : 0;
+    }
+    statsd_counter(&p, "updates.appserver.incoming", puts_now, puts_then);
+    statsd_counter(&p, "updates.appserver.received", ok_now, ok_then);
+    statsd_counter(&p, "updates.appserver.invalid", bad_now, bad_then);
+    statsd_counter(&p, "updates.appserver.rejected", puts_now - ok_now - bad_now,
+                   puts_then - ok_then - bad_then);
+    statsd_line(&p, "update.client.connections", (long long)connections, "g");
+    statsd_send(&p);
+    statsd_sent = metrics;
 }
 
 /* A growing output buffer. */
@@ -123,6 +213,8 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
             metrics.notifications);
     counter(&o, "updates_sent_total", "Updates carried by notification messages.",
             metrics.updates_sent);
+    counter(&o, "log_datagrams_dropped_total", "Heka log datagrams dropped (never blocking).",
+            g->log_drops);
 
     out_printf(&o, "# HELP simplepushd_puts_total Answers to PUT /update, by status.\n"
                    "# TYPE simplepushd_puts_total counter\n");

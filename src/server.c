@@ -25,6 +25,7 @@
 #include "simplepushd/store.h"
 #include "simplepushd/timers.h"
 #include "simplepushd/token.h"
+#include "simplepushd/udp.h"
 
 /* lws's receive buffer per WebSocket: messages are small, bigger ones are reassembled. */
 #define DEVICE_RX_BUFFER 256
@@ -169,6 +170,31 @@ static char *token_keys_of(const struct config *cfg)
     return n ? strdup(buf) : NULL;
 }
 
+/* Milliseconds between two statsd flushes. */
+#define STATSD_FLUSH_MS 10000
+
+/* Opens (or closes) the Heka log sink and the statsd sink as the configuration says. */
+static void apply_outputs(const struct config *cfg)
+{
+    char err[256];
+    struct udp_sink *sink = NULL;
+    if (cfg->heka_use && !(sink = udp_sink_new(cfg->heka_server_addr, err, sizeof(err))))
+        log_err("server", "heka.server_addr: %s; not sending logs to Heka", err);
+    log_set_heka(sink, cfg->heka_logger_name);
+
+    sink = NULL;
+    if (cfg->metrics_statsd_server && *cfg->metrics_statsd_server &&
+        !(sink = udp_sink_new(cfg->metrics_statsd_server, err, sizeof(err))))
+        log_err("server", "metrics.statsd_server: %s; not sending to statsd", err);
+    metrics_statsd_configure(sink, cfg->metrics_prefix);
+}
+
+static void on_statsd_timer(uv_timer_t *timer)
+{
+    struct server *srv = timer->data;
+    metrics_statsd_flush(srv->n_devices);
+}
+
 /* The cap on devices: server.max_connections, or derived from the open-files limit. */
 static int64_t effective_max_connections(const struct server *srv)
 {
@@ -222,6 +248,7 @@ int server_reload(struct server *srv)
         ring = NULL;
     }
     log_configure(srv->cfg->log_level, srv->cfg->log_format);
+    apply_outputs(srv->cfg);
     srv->max_connections = effective_max_connections(srv);
     log_notice("server", "configuration reloaded from %s", srv->config_path);
     rc = 0;
@@ -288,6 +315,7 @@ int server_start(struct server *srv, struct config *cfg, const char *config_path
     srv->config_path = strdup(config_path);
     if (!srv->config_path)
         return -1;
+    apply_outputs(cfg); /* Heka from the first line on */
 
     srv->max_connections = effective_max_connections(srv);
     if (!cfg->server_max_connections) {
@@ -377,6 +405,8 @@ int server_start(struct server *srv, struct config *cfg, const char *config_path
     uv_signal_init(loop, &srv->sig_hup);
     uv_timer_init(loop, &srv->stop_timer);
     uv_timer_init(loop, &srv->notify_timer);
+    uv_timer_init(loop, &srv->statsd_timer);
+    srv->statsd_timer.data = srv;
     srv->sig_term.data = srv->sig_int.data = srv->stop_timer.data = srv;
     srv->notify_timer.data = srv->sig_hup.data = srv;
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
@@ -399,6 +429,8 @@ int server_start(struct server *srv, struct config *cfg, const char *config_path
         every = srv->watchdog_usec / 2000 ? srv->watchdog_usec / 2000 : 1;
     uv_timer_start(&srv->notify_timer, on_notify_timer, every, every);
     uv_unref((uv_handle_t *)&srv->notify_timer);
+    uv_timer_start(&srv->statsd_timer, on_statsd_timer, STATSD_FLUSH_MS, STATSD_FLUSH_MS);
+    uv_unref((uv_handle_t *)&srv->statsd_timer);
     notify_status(srv, "READY=1\n");
     return 0;
 }
@@ -409,6 +441,7 @@ static void stop_now(struct server *srv)
         return;
     bool was_stopping = srv->stopping;
     srv->stopping = srv->stopped = true;
+    metrics_statsd_flush(srv->n_devices); /* what the last interval counted */
     if (!was_stopping)
         sdnotify_send("STOPPING=1");
     /* lws first: closing sessions still use the registry, timers and store. */
@@ -426,6 +459,7 @@ static void stop_now(struct server *srv)
         uv_close((uv_handle_t *)&srv->sig_hup, NULL);
         uv_close((uv_handle_t *)&srv->stop_timer, NULL);
         uv_close((uv_handle_t *)&srv->notify_timer, NULL);
+        uv_close((uv_handle_t *)&srv->statsd_timer, NULL);
     }
     sdnotify_close();
 }
@@ -501,6 +535,8 @@ void server_free(struct server *srv)
     token_ring_free(srv->tokens);
     config_free(srv->cfg);
     free(srv->config_path);
+    log_set_heka(NULL, NULL);
+    metrics_statsd_configure(NULL, NULL);
     free(srv->url_prefix);
     free(srv->url_suffix);
     memset(srv, 0, sizeof(*srv));

@@ -22,18 +22,18 @@
 /* Durations are stored in milliseconds; 0 means "off" where a key allows it. */
 struct config {
     /* [server] */
-    char *server_host;          /* "0.0.0.0" */
-    int server_port;            /* 8080; 0 = any free port */
-    char *server_current_host;  /* NULL/"" = derived from server_host */
+    char *server_host;              /* "0.0.0.0" */
+    int server_port;                /* 8080; 0 = any free port */
+    char *server_current_host;      /* NULL/"" = derived from server_host */
     int64_t server_max_connections; /* 0 = derived from the open-files limit */
-    uint64_t server_drain_ms;   /* server.drain_seconds, 10s */
+    uint64_t server_drain_ms;       /* server.drain_seconds, 10s */
 
     /* [internal] */
-    char *internal_host;        /* "127.0.0.1" */
-    int internal_port;          /* 8081; 0 = any free port */
+    char *internal_host; /* "127.0.0.1" */
+    int internal_port;   /* 8081; 0 = any free port */
 
     /* [ssl] (public listener) */
-    char *ssl_certfile;         /* NULL = plain HTTP */
+    char *ssl_certfile; /* NULL = plain HTTP */
     char *ssl_keyfile;
 
     /* [client] */
@@ -45,22 +45,31 @@ struct config {
     int64_t client_max_pending_bytes;     /* 65536 bytes */
 
     /* [endpoint] */
-    char *endpoint_url_template;  /* NULL/"" = http(s)://<current_host>:<port>/update/<token> */
-    char *endpoint_token_keys;    /* NULL/"" = a random key made at start */
+    char *endpoint_url_template;   /* NULL/"" = http(s)://<current_host>:<port>/update/<token> */
+    char *endpoint_token_keys;     /* NULL/"" = a random key made at start */
     int64_t endpoint_max_data_len; /* 4096 bytes */
     bool endpoint_cors;            /* false */
 
     /* [storage] */
-    int64_t storage_max_channels;  /* 200 */
+    int64_t storage_max_channels;     /* 200 */
     uint64_t storage_timeout_live_ms; /* 259200s */
     uint64_t storage_timeout_del_ms;  /* 86400s */
 
     /* [memcache] */
-    char *memcache_server;         /* NULL/"" = in-process store */
+    char *memcache_server; /* NULL/"" = in-process store */
 
     /* [log] */
-    int log_level;                 /* enum log_level; notice */
-    int log_format;                /* enum log_format; text */
+    int log_level;  /* enum log_level; notice */
+    int log_format; /* enum log_format; text */
+
+    /* [heka] */
+    bool heka_use;          /* false */
+    char *heka_server_addr; /* "127.0.0.1:5565" */
+    char *heka_logger_name; /* "simplepushd" */
+
+    /* [metrics] */
+    char *metrics_statsd_server; /* NULL/"" = no statsd */
+    char *metrics_prefix;        /* "simplepush" */
 };
 
 /* Allocates a config holding every key's default. Returns NULL on allocation failure. */

@@ -21,19 +21,19 @@
 /* The per-connection state lws allocates for our HTTP protocols (zeroed). */
 struct http_txn {
     struct lws *wsi;
-    uint64_t id;          /* registry id while a store request is in flight, else 0 */
-    int status;           /* response status, 0 while none is queued */
-    uint8_t phase;        /* enum http_phase */
-    bool close_after;     /* close the connection once the response is written */
-    bool internal;        /* on the internal listener */
-    const char *allow;    /* value of an Allow: header, or NULL */
-    unsigned retry_after; /* Retry-After seconds, or 0 */
-    bool cors;            /* add CORS headers */
-    bool is_put;          /* a PUT /update: its answer is counted */
+    uint64_t id;              /* registry id while a store request is in flight, else 0 */
+    int status;               /* response status, 0 while none is queued */
+    uint8_t phase;            /* enum http_phase */
+    bool close_after;         /* close the connection once the response is written */
+    bool internal;            /* on the internal listener */
+    const char *allow;        /* value of an Allow: header, or NULL */
+    unsigned retry_after;     /* Retry-After seconds, or 0 */
+    bool cors;                /* add CORS headers */
+    bool is_put;              /* a PUT /update: its answer is counted */
     const char *content_type; /* NULL: application/json */
-    char *resp;           /* response body, malloc'd */
+    char *resp;               /* response body, malloc'd */
     size_t resp_len;
-    char *body;           /* request body being read, malloc'd */
+    char *body; /* request body being read, malloc'd */
     size_t body_len;
     size_t body_expected; /* Content-Length */
     char *token;          /* PUT: the token of the path, malloc'd */

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IDS_BYTES 16
+#define IDS_BYTES   16
 #define IDS_MAX_STR 36 /* the longest accepted spelling, without the NUL */
 
 struct ids_spelling {

@@ -11,6 +11,7 @@
 #define SIMPLEPUSHD_LOG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 /* Severities, numbered as syslog's. */
 enum log_level {
@@ -26,11 +27,23 @@ enum log_format {
     LOG_FORMAT_JSON,
 };
 
+struct udp_sink;
+
 /* The most verbose level that is written. Read by the macros below. */
 extern int log_threshold;
 
 /* Sets level and format; may be called again (reload). */
 void log_configure(enum log_level level, enum log_format format);
+
+/*
+ * Sends every line that is written also as one MozLog JSON datagram to sink (Heka), with
+ * logger as its Logger field; takes ownership of sink; NULL stops sending. Never blocks:
+ * datagrams the kernel does not take are dropped and counted. Loop thread.
+ */
+void log_set_heka(struct udp_sink *sink, const char *logger);
+
+/* Datagrams dropped by the Heka sink since start. */
+uint64_t log_heka_drops(void);
 
 /* Parses "error", "warning", "notice", "info" or "debug"; returns -1 for anything else. */
 int log_level_parse(const char *name);
@@ -54,10 +67,10 @@ int log_lws_mask(void);
             log_write((level), (type), __VA_ARGS__);                                               \
     } while (0)
 
-#define log_err(type, ...)    log_at(LOG_LEVEL_ERR, type, __VA_ARGS__)
+#define log_err(type, ...)     log_at(LOG_LEVEL_ERR, type, __VA_ARGS__)
 #define log_warning(type, ...) log_at(LOG_LEVEL_WARNING, type, __VA_ARGS__)
-#define log_notice(type, ...) log_at(LOG_LEVEL_NOTICE, type, __VA_ARGS__)
-#define log_info(type, ...)   log_at(LOG_LEVEL_INFO, type, __VA_ARGS__)
-#define log_debug(type, ...)  log_at(LOG_LEVEL_DEBUG, type, __VA_ARGS__)
+#define log_notice(type, ...)  log_at(LOG_LEVEL_NOTICE, type, __VA_ARGS__)
+#define log_info(type, ...)    log_at(LOG_LEVEL_INFO, type, __VA_ARGS__)
+#define log_debug(type, ...)   log_at(LOG_LEVEL_DEBUG, type, __VA_ARGS__)
 
 #endif

@@ -20,14 +20,14 @@
 struct metrics {
     uint64_t ws_opened, ws_closed;
     uint64_t hellos, hello_resets, registers, unregisters, acks, pings, too_many_pings;
-    uint64_t kicks;                  /* older sockets closed by a newer hello of their uaid */
-    uint64_t notifications;          /* notification messages queued to devices */
-    uint64_t updates_sent;           /* updates in them */
+    uint64_t kicks;         /* older sockets closed by a newer hello of their uaid */
+    uint64_t notifications; /* notification messages queued to devices */
+    uint64_t updates_sent;  /* updates in them */
     uint64_t puts[METRICS_PUT_STATUSES + 1];
     uint64_t store_requests[STORE_FETCH + 1][5]; /* by op and -status */
     uint64_t store_latency[METRICS_LATENCY_BUCKETS + 1];
     uint64_t store_latency_count;
-    double store_latency_sum;        /* seconds */
+    double store_latency_sum; /* seconds */
 };
 
 extern struct metrics metrics;
@@ -43,7 +43,22 @@ struct metrics_gauges {
     size_t connections;
     int64_t max_connections;
     int draining;
+    uint64_t log_drops; /* Heka datagrams dropped */
 };
+
+struct udp_sink;
+
+/*
+ * Sends the counters to statsd from now on (sink owned; NULL stops), named as pushgo named
+ * them, under prefix. Loop thread.
+ */
+void metrics_statsd_configure(struct udp_sink *sink, const char *prefix);
+
+/*
+ * Sends what the counters gained since the last flush (and the connections gauge) in
+ * packets of at most 512 bytes. Does nothing without a statsd sink. Loop thread.
+ */
+void metrics_statsd_flush(size_t connections);
 
 /* Renders every metric as Prometheus text; returns a malloc'd string (NULL on failure). */
 char *metrics_render(const struct metrics_gauges *g, size_t *len);

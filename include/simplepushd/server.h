@@ -23,9 +23,9 @@ struct timers;
 struct token_ring;
 
 struct server {
-    struct config *cfg;            /* owned */
-    char *config_path;             /* the file SIGHUP reads again */
-    uv_loop_t *loop;               /* borrowed */
+    struct config *cfg; /* owned */
+    char *config_path;  /* the file SIGHUP reads again */
+    uv_loop_t *loop;    /* borrowed */
     struct lws_context *ctx;
     struct lws_vhost *vh_public;
     struct lws_vhost *vh_internal;
@@ -34,24 +34,25 @@ struct server {
     struct timers *timers;
     struct token_ring *tokens;
 
-    int public_port;               /* bound ports (config may say 0) */
+    int public_port; /* bound ports (config may say 0) */
     int internal_port;
-    char *url_prefix;              /* endpoint URL before the token */
-    char *url_suffix;              /* endpoint URL after the token */
+    char *url_prefix; /* endpoint URL before the token */
+    char *url_suffix; /* endpoint URL after the token */
 
-    size_t n_devices;              /* live WebSocket sessions */
-    int64_t max_connections;       /* effective cap on n_devices */
-    uint64_t fd_limit;             /* RLIMIT_NOFILE soft limit after raising it */
-    bool stopping;                 /* no new devices; sessions are being closed */
-    bool closing_all;              /* the drain's end: every session closes now */
-    bool stopped;                  /* lws and our handles are closing */
-    uint64_t drain_end_ms;         /* when the spread-out closing of devices ends */
-    uint64_t stop_deadline_ms;     /* when a graceful stop gives up waiting for devices */
+    size_t n_devices;          /* live WebSocket sessions */
+    int64_t max_connections;   /* effective cap on n_devices */
+    uint64_t fd_limit;         /* RLIMIT_NOFILE soft limit after raising it */
+    bool stopping;             /* no new devices; sessions are being closed */
+    bool closing_all;          /* the drain's end: every session closes now */
+    bool stopped;              /* lws and our handles are closing */
+    uint64_t drain_end_ms;     /* when the spread-out closing of devices ends */
+    uint64_t stop_deadline_ms; /* when a graceful stop gives up waiting for devices */
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
-    uv_timer_t notify_timer;       /* systemd WATCHDOG=1 and STATUS= */
-    uint64_t watchdog_usec;        /* 0: no watchdog */
+    uv_timer_t notify_timer; /* systemd WATCHDOG=1 and STATUS= */
+    uv_timer_t statsd_timer; /* statsd flushes */
+    uint64_t watchdog_usec;  /* 0: no watchdog */
 };
 
 /* The server of the process (there is one). Set by server_start(). */

@@ -124,8 +124,8 @@ struct store_req {
      * callback is freed by the store.
      */
     store_done_cb done;
-    uint64_t owner; /* the caller's id of whoever waits (a connection id) */
-    void *user;     /* the caller's, not owned: the completion callback releases it */
+    uint64_t owner;        /* the caller's id of whoever waits (a connection id) */
+    void *user;            /* the caller's, not owned: the completion callback releases it */
     uint64_t submitted_ns; /* set by store_submit(), for the latency observer */
 
     struct store_req *next; /* private to the store: its queue link */

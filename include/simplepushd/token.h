@@ -19,10 +19,10 @@
 
 #include "simplepushd/ids.h"
 
-#define TOKEN_LEN 90
-#define TOKEN_KEY_LEN 32
+#define TOKEN_LEN         90
+#define TOKEN_KEY_LEN     32
 #define TOKEN_KEY_STR_LEN 43 /* base64url of 32 bytes, no padding */
-#define TOKEN_MAX_KEYS 16
+#define TOKEN_MAX_KEYS    16
 
 struct token_ring;
 

@@ -170,7 +170,7 @@ static void test_defaults(void **state)
 static void test_key_table(void **state)
 {
     size_t n = config_key_count();
-    assert_int_equal(n, 25);
+    assert_int_equal(n, 30);
     for (size_t i = 0; i < n; i++) {
         const char *name = config_key_name(i);
         assert_non_null(name);
@@ -181,8 +181,8 @@ static void test_key_table(void **state)
     assert_null(config_key_name(n));
     assert_false(config_key_reloadable(n));
 
-    /* SPEC §12: log, token keys, client limits and max_connections reload; listeners and
-     * storage do not. */
+    /* SPEC §12: log (and its heka sink), metrics targets, token keys, client limits and
+     * max_connections reload; listeners and storage do not. */
     static const char *const reloadable[] = {
         "log.level",
         "log.format",
@@ -194,6 +194,11 @@ static void test_key_table(void **state)
         "client.max_message_size",
         "client.max_pending_bytes",
         "server.max_connections",
+        "heka.use",
+        "heka.server_addr",
+        "heka.logger_name",
+        "metrics.statsd_server",
+        "metrics.prefix",
     };
     for (size_t i = 0; i < n; i++) {
         bool want = false;
@@ -416,6 +421,9 @@ static void test_pushgo_file(void **state)
     assert_int_equal(cfg->client_min_ping_interval_ms, 10000);
     assert_int_equal(cfg->client_hello_timeout_ms, 15000);
     assert_string_equal(cfg->server_current_host, "push1.example.com");
+    /* pushgo 1.1's documented statsd key sets ours; heka.use = 0 is our default too. */
+    assert_string_equal(cfg->metrics_statsd_server, "localhost:8125");
+    assert_false(cfg->heka_use);
     /* pushgo's token_key is not one of our keys: warned about, not used. */
     assert_null(cfg->endpoint_token_keys);
 
@@ -424,13 +432,11 @@ static void test_pushgo_file(void **state)
         ":5: wsport: ignored",
         ":7: push.long_pongs: ignored",
         ":8: logger.enable: ignored",
-        ":9: heka.use: ignored",
         ":12: db.timeout_reg: ignored",
         ":16: memcache.pool_size: ignored",
         ":17: memcache.recv_timeout: ignored",
         ":22: shard.use_aws_host: ignored",
         ":23: gcm.api_key: ignored",
-        ":24: metrics.statsd_target: ignored",
     };
     for (size_t i = 0; i < ARRAY_SIZE(warned); i++) {
         char want[200];
@@ -467,6 +473,8 @@ static void test_aliases(void **state)
         {"storage.max_channels", "9"},
         {"storage.timeout_live", "100"},
         {"storage.timeout_del", "5m"},
+        {"metrics.statsd_server", "127.0.0.1:9125"},
+        {"metrics.prefix", "push"},
     };
     const char *alias, *canonical;
 
@@ -737,6 +745,11 @@ static void test_bad_files(void **state)
          ":1: endpoint.token_keys: key 1 is not 32 bytes of base64url (43 characters of A-Z a-z "
          "0-9 - _, "
          "no '=' padding) (make one with simplepushd --genkey)"},
+        {"[heka]\nserver_addr = nohost\n", ":2: heka.server_addr: \"nohost\" is not host:port"},
+        {"metrics.statsd_server = h:70000\n",
+         ":1: metrics.statsd_server: \"h:70000\" is not host:port"},
+        {"metrics.statsd_server = ::1:8125\n",
+         ":1: metrics.statsd_server: \"::1:8125\" is not host:port"},
         {"[ssl]\ncertfile = /c\n",
          ":2: ssl.certfile: ssl.certfile and ssl.keyfile must be set together"},
         {"ssl.keyfile = /k\n",
