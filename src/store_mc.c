@@ -28,10 +28,6 @@
  * Failure: a call that finds its server unreachable (store.h: the breakers) ends the request
  * with STORE_UNAVAILABLE at once. Any other failure is STORE_ERROR.
  */
-#include <ctype.h>
-#include <inttypes.h>
-#include <libmemcached/memcached.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,66 +35,20 @@
 #include <time.h>
 
 #include "store_backend.h"
+#include "store_mc_pool.h"
+#include "store_mc_rec.h"
 
-#define MC_DEFAULT_WORKERS    4
-#define MC_DEFAULT_CONNECT_MS 250
-#define MC_DEFAULT_POLL_MS    250
-#define MC_DEFAULT_RETRY_S    2
-#define MC_DEFAULT_FAILURES   3
-#define MC_DEFAULT_OPEN_MS    3000
-#define MC_DEFAULT_PORT       11211
+#define MC_DEFAULT_WORKERS 4
+#define MC_CAS_TRIES       16
+#define MC_BACKOFF_US      50   /* first pause after a CAS conflict, doubled each time, */
+#define MC_BACKOFF_MAX     5000 /* up to this; a random part of it is slept */
+#define MC_COLLECT_TRIES   4
+#define MC_TTL_MAX         2592000 /* 30 days: memcached reads a larger TTL as a Unix time */
+#define MC_RECORD_MAX      1000000 /* bytes of a record: under memcached's 1 MiB item limit */
+#define MC_MAX_CHANNELS    16384   /* max_channels that fit, with room left for tombstones */
 
-#define MC_CAS_TRIES     16
-#define MC_COLLECT_TRIES 4
-#define MC_TTL_MAX       2592000 /* 30 days: memcached reads a larger TTL as a Unix time */
-#define MC_RECORD_MAX    1000000 /* bytes of a record: under memcached's 1 MiB item limit */
-#define MC_MAX_CHANNELS  16384   /* max_channels that fit, with room left for tombstones */
-#define MC_DATA_MAX      (1u << 20)
-
-#define MC_REC_MAGIC  "SPU1"
-#define MC_DATA_MAGIC "SPD1"
-#define MC_HDR_LEN    17 /* magic 4, flags 1, expires 8, channel count 4 */
-#define MC_ENTRY_LEN                                                                               \
-    50                     /* chid 16, state 1, flags 1, upper 4, version 8, expires 8,            \
-                              nonce 8, data length 4 */
-#define MC_DATA_HDR_LEN 12 /* magic 4, nonce 8 */
-#define MC_REC_DROPPED  0x01
-#define MC_CH_PENDING   0x01
-#define MC_CH_DASHED    0x02
-
-#define MC_KEY_MAX  96 /* "sp1:d:" + 32 + ":" + 32 + ":" + 16, and the NUL */
-#define MC_HOST_MAX 253
-
-/* Private results of the memcached primitives, beside enum store_status (all <= 0). */
-enum { MC_MISS = 1, MC_CONFLICT = 2 };
-
-enum mc_chan_state {
-    MC_REGISTERED = 1,
-    MC_DELETED = 2,
-    MC_UNLISTED = 3,
-};
-
-struct mc_chan {
-    uint8_t chid[IDS_BYTES];
-    struct ids_spelling sp;
-    uint8_t state;
-    bool pending;
-    int64_t version;
-    uint64_t expires; /* of the pending update, or of the DELETED tombstone */
-    uint64_t nonce;   /* names the pending update's data item; 0: it carries no data */
-    uint32_t data_len;
-};
-
-/* One uaid record as read (and then edited) by one exec. */
-struct mc_rec {
-    bool found;   /* memcached holds a value under the key: cas is valid */
-    uint64_t cas; /* of that value */
-    bool live;    /* the value is a valid, unexpired record (live or dropped) */
-    bool dropped;
-    uint64_t expires;
-    size_t n, cap, n_registered;
-    struct mc_chan *chans; /* sorted by chid */
-};
+/* A private result of mc_save(), beside enum store_status (all <= 0). */
+enum { MC_CONFLICT = 1 };
 
 /* A data item that the record stopped naming: deleted once the record is written. */
 struct mc_junk {
@@ -106,23 +56,9 @@ struct mc_junk {
     uint64_t nonce;
 };
 
-struct mc_breaker {
-    int state; /* enum store_mc_breaker */
-    unsigned failures;
-    uint64_t opened_at; /* monotonic milliseconds */
-};
-
 struct mc {
-    memcached_st **conns; /* one per worker */
-    unsigned n_workers;
-    unsigned n_servers;
+    struct mc_pool pool;
     size_t record_max;
-
-    uv_mutex_t lock; /* guards breakers */
-    bool has_lock;
-    struct mc_breaker *breakers; /* one per server, by position */
-    unsigned breaker_failures;
-    uint64_t breaker_open_ms;
 
     uint64_t (*clock)(void *arg); /* NULL: the real wall clock */
     void *clock_arg;
@@ -145,6 +81,7 @@ struct mc_x {
     unsigned server;
     struct mc_junk *junk;
     size_t n_junk, cap_junk;
+    uint64_t rng; /* for the backoff's jitter */
 };
 
 static const struct store_backend_ops mc_ops;
@@ -180,63 +117,6 @@ static time_t mc_ttl(uint64_t expires, uint64_t now)
     return s > MC_TTL_MAX ? MC_TTL_MAX : (time_t)s;
 }
 
-/* ---- bytes and keys ---- */
-
-static void mc_put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void mc_put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t mc_get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-
-static uint64_t mc_get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
-static char *mc_hex(char *out, const uint8_t *b, size_t n)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        *out++ = digits[b[i] >> 4];
-        *out++ = digits[b[i] & 15];
-    }
-    *out = '\0';
-    return out;
-}
-
-static size_t mc_rec_key(char out[MC_KEY_MAX], const uint8_t uaid[IDS_BYTES])
-{
-    memcpy(out, "sp1:u:", 6);
-    return (size_t)(mc_hex(out + 6, uaid, IDS_BYTES) - out);
-}
-
-static size_t mc_data_key(char out[MC_KEY_MAX], const uint8_t uaid[IDS_BYTES],
-                          const uint8_t chid[IDS_BYTES], uint64_t nonce)
-{
-    memcpy(out, "sp1:d:", 6);
-    char *p = mc_hex(out + 6, uaid, IDS_BYTES);
-    *p++ = ':';
-    p = mc_hex(p, chid, IDS_BYTES);
-    return (size_t)(p - out) + (size_t)sprintf(p, ":%016" PRIx64, nonce);
-}
-
 /* A fresh random nonce for a data item (never 0, which means "no data"). */
 static uint64_t mc_nonce(void)
 {
@@ -249,109 +129,10 @@ static uint64_t mc_nonce(void)
     return x ? x : 1;
 }
 
-/* ---- the circuit breakers ---- */
-
-/* Whether a call to server may go out at "now"; *probe is set for the half-open probe. */
-static bool mc_breaker_admit(struct mc *m, unsigned server, uint64_t now, bool *probe)
-{
-    struct mc_breaker *b = &m->breakers[server];
-    bool ok = true;
-    *probe = false;
-    uv_mutex_lock(&m->lock);
-    if (b->state == STORE_MC_HALF_OPEN) {
-        ok = false; /* the probe is out */
-    } else if (b->state == STORE_MC_OPEN) {
-        if (now >= b->opened_at && now - b->opened_at >= m->breaker_open_ms) {
-            b->state = STORE_MC_HALF_OPEN;
-            *probe = true;
-        } else {
-            ok = false;
-        }
-    }
-    uv_mutex_unlock(&m->lock);
-    return ok;
-}
-
-/* Records the outcome of an admitted call: down when the server was unreachable. */
-static void mc_breaker_report(struct mc *m, unsigned server, bool down, bool probe, uint64_t now)
-{
-    struct mc_breaker *b = &m->breakers[server];
-    bool opened = false;
-    uv_mutex_lock(&m->lock);
-    if (down) {
-        if (b->failures < UINT32_MAX)
-            b->failures++;
-        if (probe || (b->state == STORE_MC_CLOSED && b->failures >= m->breaker_failures)) {
-            b->state = STORE_MC_OPEN;
-            b->opened_at = now;
-            opened = true;
-        }
-    } else {
-        b->failures = 0;
-        if (probe)
-            b->state = STORE_MC_CLOSED;
-    }
-    uv_mutex_unlock(&m->lock);
-    if (opened)
-        mc_count(&m->breaker_opens);
-}
-
-static int mc_breaker_worst(struct mc *m)
-{
-    int worst = STORE_MC_CLOSED;
-    uv_mutex_lock(&m->lock);
-    for (unsigned i = 0; i < m->n_servers; i++)
-        if (m->breakers[i].state > worst)
-            worst = m->breakers[i].state;
-    uv_mutex_unlock(&m->lock);
-    return worst;
-}
-
-static unsigned mc_breaker_retry_after(struct mc *m, uint64_t now)
-{
-    uint64_t wait = 0;
-    uv_mutex_lock(&m->lock);
-    for (unsigned i = 0; i < m->n_servers; i++) {
-        const struct mc_breaker *b = &m->breakers[i];
-        uint64_t due = mc_after(b->opened_at, m->breaker_open_ms);
-        if (b->state == STORE_MC_OPEN && due > now && due - now > wait)
-            wait = due - now;
-    }
-    uv_mutex_unlock(&m->lock);
-    uint64_t s = (wait + 999) / 1000;
-    return s < 1 ? 1 : s > 86400 ? 86400 : (unsigned)s;
-}
-
-/* Whether rc means that the server could not be reached (or did not answer in time). */
-static bool mc_down(memcached_return_t rc)
-{
-    switch (rc) {
-    case MEMCACHED_FAILURE:
-    case MEMCACHED_HOST_LOOKUP_FAILURE:
-    case MEMCACHED_CONNECTION_FAILURE:
-    case MEMCACHED_CONNECTION_BIND_FAILURE:
-    case MEMCACHED_WRITE_FAILURE:
-    case MEMCACHED_READ_FAILURE:
-    case MEMCACHED_UNKNOWN_READ_FAILURE:
-    case MEMCACHED_ERROR: /* also MEMCACHED_CONNECTION_SOCKET_CREATE_FAILURE */
-    case MEMCACHED_PARTIAL_READ:
-    case MEMCACHED_SOME_ERRORS:
-    case MEMCACHED_NO_SERVERS:
-    case MEMCACHED_ERRNO:
-    case MEMCACHED_TIMEOUT:
-    case MEMCACHED_SERVER_MARKED_DEAD:
-    case MEMCACHED_SERVER_TEMPORARILY_DISABLED:
-    case MEMCACHED_IN_PROGRESS:
-        return true;
-    default:
-        return false;
-    }
-}
-
 /* Asks x's server's breaker for one call; false: the call must not be made. */
 static bool mc_begin(struct mc_x *x, bool *probe)
 {
-    if (!mc_breaker_admit(x->m, x->server, mc_mono_ms(), probe)) {
+    if (!mc_pool_admit(&x->m->pool, x->server, mc_mono_ms(), probe)) {
         mc_count(&x->m->denied);
         return false;
     }
@@ -362,77 +143,12 @@ static bool mc_begin(struct mc_x *x, bool *probe)
 /* Ends a call begun with mc_begin(); returns true when the server was unreachable. */
 static bool mc_end(struct mc_x *x, memcached_return_t rc, bool probe)
 {
-    bool down = mc_down(rc);
+    bool down = mc_pool_down(rc);
     if (down)
         mc_count(&x->m->unreachable);
-    mc_breaker_report(x->m, x->server, down, probe, mc_mono_ms());
+    if (mc_pool_report(&x->m->pool, x->server, down, probe, mc_mono_ms()))
+        mc_count(&x->m->breaker_opens);
     return down;
-}
-
-/* ---- records ---- */
-
-static void mc_rec_clear(struct mc_rec *rec)
-{
-    free(rec->chans);
-    memset(rec, 0, sizeof(*rec));
-}
-
-/* The position of chid in rec (or where it would go); *found says whether it is there. */
-static size_t mc_chan_pos(const struct mc_rec *rec, const uint8_t chid[IDS_BYTES], bool *found)
-{
-    size_t lo = 0, hi = rec->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = memcmp(rec->chans[mid].chid, chid, IDS_BYTES);
-        if (c == 0) {
-            *found = true;
-            return mid;
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = false;
-    return lo;
-}
-
-static struct mc_chan *mc_chan_find(struct mc_rec *rec, const uint8_t chid[IDS_BYTES])
-{
-    bool found;
-    size_t i = mc_chan_pos(rec, chid, &found);
-    return found ? &rec->chans[i] : NULL;
-}
-
-/* Inserts an empty channel chid (absent) at position i; NULL on allocation failure. */
-static struct mc_chan *mc_chan_insert(struct mc_rec *rec, size_t i, const uint8_t chid[IDS_BYTES],
-                                      enum mc_chan_state state)
-{
-    if (rec->n == rec->cap) {
-        size_t cap = rec->cap ? rec->cap * 2 : 8;
-        struct mc_chan *chans = realloc(rec->chans, cap * sizeof(*chans));
-        if (!chans)
-            return NULL;
-        rec->chans = chans;
-        rec->cap = cap;
-    }
-    memmove(&rec->chans[i + 1], &rec->chans[i], (rec->n - i) * sizeof(*rec->chans));
-    rec->n++;
-    struct mc_chan *ch = &rec->chans[i];
-    memset(ch, 0, sizeof(*ch));
-    memcpy(ch->chid, chid, IDS_BYTES);
-    ch->state = (uint8_t)state;
-    if (state == MC_REGISTERED)
-        rec->n_registered++;
-    return ch;
-}
-
-static void mc_chan_remove(struct mc_rec *rec, size_t i)
-{
-    if (rec->chans[i].state == MC_REGISTERED)
-        rec->n_registered--;
-    memmove(&rec->chans[i], &rec->chans[i + 1], (rec->n - i - 1) * sizeof(*rec->chans));
-    rec->n--;
 }
 
 /* Remembers ch's data item for deletion after the write, and clears its pending update. */
@@ -461,196 +177,14 @@ static int mc_chan_clear_pending(struct mc_x *x, struct mc_chan *ch)
     return 0;
 }
 
-/* Applies expiry: drops expired updates, expired tombstones and UNLISTED channels left empty. */
-static void mc_rec_prune(struct mc_rec *rec, uint64_t now)
-{
-    size_t j = 0;
-    rec->n_registered = 0;
-    for (size_t i = 0; i < rec->n; i++) {
-        struct mc_chan ch = rec->chans[i];
-        if (ch.pending && now >= ch.expires) {
-            /* Its data item expires with it (same TTL). */
-            ch.pending = false;
-            ch.version = 0;
-            ch.nonce = 0;
-            ch.data_len = 0;
-        }
-        if ((ch.state == MC_DELETED && now >= ch.expires) ||
-            (ch.state == MC_UNLISTED && !ch.pending))
-            continue;
-        rec->n_registered += ch.state == MC_REGISTERED;
-        rec->chans[j++] = ch;
-    }
-    rec->n = j;
-}
-
-/*
- * Decodes value into rec (empty on entry). Returns 0, -1 when the value is not a valid record,
- * or -2 on allocation failure.
- */
-static int mc_rec_decode(struct mc_rec *rec, const uint8_t *v, size_t len)
-{
-    if (len < MC_HDR_LEN || memcmp(v, MC_REC_MAGIC, 4) != 0)
-        return -1;
-    uint8_t flags = v[4];
-    uint64_t expires = mc_get64(v + 5);
-    uint32_t n = mc_get32(v + 13);
-    if ((flags & ~MC_REC_DROPPED) || (len - MC_HDR_LEN) % MC_ENTRY_LEN != 0 ||
-        (len - MC_HDR_LEN) / MC_ENTRY_LEN != n || ((flags & MC_REC_DROPPED) && n))
-        return -1;
-    if (n) {
-        rec->chans = calloc(n, sizeof(*rec->chans));
-        if (!rec->chans)
-            return -2;
-        rec->cap = n;
-    }
-    const uint8_t *p = v + MC_HDR_LEN;
-    for (uint32_t i = 0; i < n; i++, p += MC_ENTRY_LEN) {
-        struct mc_chan *ch = &rec->chans[i];
-        memcpy(ch->chid, p, IDS_BYTES);
-        ch->state = p[16];
-        uint8_t cf = p[17];
-        ch->sp.dashed = (cf & MC_CH_DASHED) != 0;
-        ch->sp.upper = mc_get32(p + 18);
-        ch->version = (int64_t)mc_get64(p + 22);
-        ch->expires = mc_get64(p + 30);
-        ch->nonce = mc_get64(p + 38);
-        ch->data_len = mc_get32(p + 46);
-        ch->pending = (cf & MC_CH_PENDING) != 0;
-        bool bad = ch->state < MC_REGISTERED || ch->state > MC_UNLISTED ||
-                   (cf & ~(MC_CH_PENDING | MC_CH_DASHED)) ||
-                   (i > 0 && memcmp(rec->chans[i - 1].chid, ch->chid, IDS_BYTES) >= 0) ||
-                   (ch->state == MC_DELETED && ch->pending) ||
-                   (!ch->pending && (ch->nonce || ch->data_len || ch->version)) ||
-                   (!ch->nonce != !ch->data_len) || ch->data_len > MC_DATA_MAX;
-        if (bad) {
-            free(rec->chans);
-            rec->chans = NULL;
-            rec->cap = 0;
-            return -1;
-        }
-        rec->n_registered += ch->state == MC_REGISTERED;
-    }
-    rec->n = n;
-    rec->dropped = (flags & MC_REC_DROPPED) != 0;
-    rec->expires = expires;
-    return 0;
-}
-
-/* Encodes rec into a new buffer of *len bytes; NULL on allocation failure. */
-static uint8_t *mc_rec_encode(const struct mc_rec *rec, size_t *len)
-{
-    *len = MC_HDR_LEN + rec->n * MC_ENTRY_LEN;
-    uint8_t *v = malloc(*len);
-    if (!v)
-        return NULL;
-    memcpy(v, MC_REC_MAGIC, 4);
-    v[4] = rec->dropped ? MC_REC_DROPPED : 0;
-    mc_put64(v + 5, rec->expires);
-    mc_put32(v + 13, (uint32_t)rec->n);
-    uint8_t *p = v + MC_HDR_LEN;
-    for (size_t i = 0; i < rec->n; i++, p += MC_ENTRY_LEN) {
-        const struct mc_chan *ch = &rec->chans[i];
-        memcpy(p, ch->chid, IDS_BYTES);
-        p[16] = ch->state;
-        p[17] = (uint8_t)((ch->pending ? MC_CH_PENDING : 0) | (ch->sp.dashed ? MC_CH_DASHED : 0));
-        mc_put32(p + 18, ch->sp.upper);
-        mc_put64(p + 22, (uint64_t)ch->version);
-        mc_put64(p + 30, ch->expires);
-        mc_put64(p + 38, ch->nonce);
-        mc_put32(p + 46, ch->data_len);
-    }
-    return v;
-}
-
-static int mc_cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/*
- * Makes rec fit in record_max bytes by shedding the DELETED tombstones that expire first
- * (their endpoints then accept updates again). Returns 0, or -1 when it cannot.
- */
-static int mc_rec_fit(const struct mc *m, struct mc_rec *rec)
-{
-    size_t max_n = (m->record_max - MC_HDR_LEN) / MC_ENTRY_LEN;
-    if (rec->n <= max_n)
-        return 0;
-    size_t excess = rec->n - max_n, n_del = 0;
-    for (size_t i = 0; i < rec->n; i++)
-        n_del += rec->chans[i].state == MC_DELETED;
-    if (excess > n_del)
-        return -1;
-    uint64_t *exp = malloc(n_del * sizeof(*exp));
-    if (!exp)
-        return -1;
-    size_t k = 0;
-    for (size_t i = 0; i < rec->n; i++)
-        if (rec->chans[i].state == MC_DELETED)
-            exp[k++] = rec->chans[i].expires;
-    qsort(exp, n_del, sizeof(*exp), mc_cmp_u64);
-    uint64_t limit = exp[excess - 1];
-    size_t below = 0;
-    while (below < n_del && exp[below] < limit)
-        below++;
-    free(exp);
-    size_t at_limit = excess - below, j = 0; /* tombstones expiring exactly at limit to shed */
-    for (size_t i = 0; i < rec->n; i++) {
-        const struct mc_chan *ch = &rec->chans[i];
-        if (ch->state == MC_DELETED &&
-            (ch->expires < limit || (ch->expires == limit && at_limit && at_limit--)))
-            continue;
-        rec->chans[j++] = *ch;
-    }
-    rec->n = j;
-    return 0;
-}
-
-/* Makes rec live: a new empty record if there was none, a dropped one taken again. */
-static bool mc_rec_live(struct mc_rec *rec)
-{
-    if (!rec->live) {
-        rec->live = true;
-        rec->dropped = false;
-        rec->expires = 0;
-        rec->n = rec->n_registered = 0;
-        return true;
-    }
-    if (rec->dropped) {
-        rec->dropped = false;
-        return true;
-    }
-    return false;
-}
-
-static bool mc_rec_extend(struct mc_rec *rec, uint64_t until)
-{
-    if (rec->expires >= until)
-        return false;
-    rec->expires = until;
-    return true;
-}
-
 /* ---- memcached calls ---- */
 
-/* Points x at uaid's record: its key and the server that holds it. */
+/* Points x at uaid's record: its key (the group key of all the uaid's keys) and server. */
 static void mc_x_target(struct mc_x *x, const uint8_t uaid[IDS_BYTES])
 {
     memcpy(x->uaid, uaid, IDS_BYTES);
     x->klen = mc_rec_key(x->key, uaid);
-    x->server = 0;
-    if (x->m->n_servers < 2)
-        return;
-    memcached_return_t rc;
-    const memcached_instance_st *inst = memcached_server_by_key(x->mc, x->key, x->klen, &rc);
-    for (unsigned i = 0; inst && i < x->m->n_servers; i++) {
-        if (memcached_server_instance_by_position(x->mc, i) == inst) {
-            x->server = i;
-            return;
-        }
-    }
+    x->server = mc_pool_server(&x->m->pool, x->worker, x->key, x->klen);
 }
 
 /*
@@ -713,7 +247,7 @@ static int mc_load(struct mc_x *x, struct mc_rec *rec)
  */
 static int mc_save(struct mc_x *x, struct mc_rec *rec)
 {
-    if (mc_rec_fit(x->m, rec) != 0)
+    if (mc_rec_fit(rec, x->m->record_max) != 0)
         return STORE_ERROR;
     size_t len;
     uint8_t *v = mc_rec_encode(rec, &len);
@@ -745,20 +279,17 @@ static int mc_put_data(struct mc_x *x, const uint8_t chid[IDS_BYTES], uint64_t n
                        const char *data, size_t len, uint64_t expires)
 {
     char key[MC_KEY_MAX];
-    size_t klen = mc_data_key(key, x->uaid, chid, nonce);
-    uint8_t *v = malloc(MC_DATA_HDR_LEN + len);
+    size_t klen = mc_rec_data_key(key, x->uaid, chid, nonce), vlen;
+    uint8_t *v = mc_rec_data_encode(nonce, data, len, &vlen);
     if (!v)
         return STORE_ERROR;
-    memcpy(v, MC_DATA_MAGIC, 4);
-    mc_put64(v + 4, nonce);
-    memcpy(v + MC_DATA_HDR_LEN, data, len);
     bool probe;
     if (!mc_begin(x, &probe)) {
         free(v);
         return STORE_UNAVAILABLE;
     }
     memcached_return_t rc = memcached_set_by_key(x->mc, x->key, x->klen, key, klen, (const char *)v,
-                                                 MC_DATA_HDR_LEN + len, mc_ttl(expires, x->now), 0);
+                                                 vlen, mc_ttl(expires, x->now), 0);
     free(v);
     if (mc_end(x, rc, probe))
         return STORE_UNAVAILABLE;
@@ -769,7 +300,7 @@ static int mc_put_data(struct mc_x *x, const uint8_t chid[IDS_BYTES], uint64_t n
 static int mc_del_data(struct mc_x *x, const uint8_t chid[IDS_BYTES], uint64_t nonce)
 {
     char key[MC_KEY_MAX];
-    size_t klen = mc_data_key(key, x->uaid, chid, nonce);
+    size_t klen = mc_rec_data_key(key, x->uaid, chid, nonce);
     bool probe;
     if (!mc_begin(x, &probe))
         return STORE_UNAVAILABLE;
@@ -801,8 +332,8 @@ static void mc_free_updates(struct store_req *req)
 static bool mc_take_data(struct mc_x *x, struct store_update *u, uint64_t nonce, uint32_t data_len,
                          const uint8_t *v, size_t len, int *status)
 {
-    if (len != MC_DATA_HDR_LEN + (size_t)data_len || memcmp(v, MC_DATA_MAGIC, 4) != 0 ||
-        mc_get64(v + 4) != nonce) {
+    const uint8_t *data = mc_rec_data_check(v, len, nonce, data_len);
+    if (!data) {
         mc_count(&x->m->corrupt);
         return false;
     }
@@ -811,7 +342,7 @@ static bool mc_take_data(struct mc_x *x, struct store_update *u, uint64_t nonce,
         *status = STORE_ERROR;
         return false;
     }
-    memcpy(u->data, v + MC_DATA_HDR_LEN, data_len);
+    memcpy(u->data, data, data_len);
     u->data[data_len] = '\0';
     u->data_len = data_len;
     return true;
@@ -884,7 +415,7 @@ static int mc_collect_once(struct mc_x *x, struct mc_rec *rec, const uint8_t *on
         u->version = ch->version;
         if (ch->nonce) {
             (*missing)[req->n_updates] = ch->nonce;
-            lens[k] = mc_data_key(asks[k].key, x->uaid, ch->chid, ch->nonce);
+            lens[k] = mc_rec_data_key(asks[k].key, x->uaid, ch->chid, ch->nonce);
             keys[k] = asks[k].key;
             asks[k].update = req->n_updates;
             asks[k++].data_len = ch->data_len;
@@ -945,7 +476,7 @@ static bool mc_still_named(struct mc_rec *fresh, const struct store_req *req,
         if (!missing[i])
             continue;
         const struct mc_chan *ch =
-            fresh->live && !fresh->dropped ? mc_chan_find(fresh, req->updates[i].chid) : NULL;
+            fresh->live && !fresh->dropped ? mc_rec_find(fresh, req->updates[i].chid) : NULL;
         if (!ch || !ch->pending || ch->nonce != missing[i])
             return false;
     }
@@ -993,6 +524,22 @@ static int mc_collect(struct mc_x *x, struct mc_rec *rec, const uint8_t *only, u
     return status;
 }
 
+/*
+ * Pauses after the t-th conflict (t >= 1): a random time below 50 us << t, at most 5 ms, so
+ * that writers racing for one record spread out instead of colliding again.
+ */
+static void mc_backoff(struct mc_x *x, unsigned t)
+{
+    uint64_t cap = t >= 7 ? MC_BACKOFF_MAX : (uint64_t)MC_BACKOFF_US << t;
+    if (cap > MC_BACKOFF_MAX)
+        cap = MC_BACKOFF_MAX;
+    x->rng ^= x->rng << 13;
+    x->rng ^= x->rng >> 7;
+    x->rng ^= x->rng << 17;
+    struct timespec ts = {0, (long)(x->rng % cap) * 1000};
+    nanosleep(&ts, NULL);
+}
+
 /* ---- operations ---- */
 
 /* Edits rec (as read) for req; sets *write when rec must be written back. */
@@ -1013,8 +560,10 @@ static int mc_edit(struct mc_x *x, struct mc_rec *rec, mc_edit_fn edit, struct s
         if (x->m->hook)
             x->m->hook(x->m->hook_arg, x->worker, x->uaid);
         int saved = mc_save(x, rec);
-        if (saved == MC_CONFLICT)
+        if (saved == MC_CONFLICT) {
+            mc_backoff(x, t + 1);
             continue;
+        }
         if (saved != STORE_OK)
             return saved;
         mc_drop_junk(x);
@@ -1081,7 +630,7 @@ static int mc_edit_register(struct mc_x *x, struct mc_rec *rec, struct store_req
     bool made = mc_rec_live(rec);
     bool changed = mc_rec_extend(rec, mc_after(x->now, x->limits->timeout_live_ms)) || made;
     bool found;
-    size_t i = mc_chan_pos(rec, req->chid, &found);
+    size_t i = mc_rec_pos(rec, req->chid, &found);
     struct mc_chan *ch = found ? &rec->chans[i] : NULL;
     if (ch && ch->state == MC_REGISTERED) {
         ch->sp = req->chid_sp; /* replies use the latest spelling */
@@ -1093,7 +642,7 @@ static int mc_edit_register(struct mc_x *x, struct mc_rec *rec, struct store_req
         return STORE_TOO_MANY;
     }
     if (!ch) {
-        ch = mc_chan_insert(rec, i, req->chid, MC_REGISTERED);
+        ch = mc_rec_insert(rec, i, req->chid, MC_REGISTERED);
         if (!ch)
             return STORE_ERROR;
     } else {
@@ -1116,13 +665,13 @@ static int mc_edit_unregister(struct mc_x *x, struct mc_rec *rec, struct store_r
     mc_rec_live(rec);
     mc_rec_extend(rec, mc_after(x->now, x->limits->timeout_live_ms));
     bool found;
-    size_t i = mc_chan_pos(rec, req->chid, &found);
+    size_t i = mc_rec_pos(rec, req->chid, &found);
     struct mc_chan *ch;
     if (found) {
         ch = &rec->chans[i];
     } else {
         /* Unknown (perhaps expired): remember it anyway, so that its endpoints answer 410. */
-        ch = mc_chan_insert(rec, i, req->chid, MC_DELETED);
+        ch = mc_rec_insert(rec, i, req->chid, MC_DELETED);
         if (!ch)
             return STORE_ERROR;
         ch->sp = req->chid_sp;
@@ -1144,13 +693,13 @@ static int mc_edit_ack(struct mc_x *x, struct mc_rec *rec, struct store_req *req
     bool changed = mc_rec_extend(rec, mc_after(x->now, x->limits->timeout_live_ms));
     for (size_t k = 0; k < req->n_acks; k++) {
         bool found;
-        size_t i = mc_chan_pos(rec, req->acks[k].chid, &found);
+        size_t i = mc_rec_pos(rec, req->acks[k].chid, &found);
         struct mc_chan *ch = found ? &rec->chans[i] : NULL;
         if (!ch || !ch->pending || ch->version > req->acks[k].version)
             continue;
         mc_chan_clear_pending(x, ch);
         if (ch->state == MC_UNLISTED)
-            mc_chan_remove(rec, i);
+            mc_rec_remove(rec, i);
         changed = true;
     }
     *write = changed;
@@ -1218,7 +767,7 @@ static int mc_update(struct mc_x *x, struct store_req *req)
         if (status != STORE_OK)
             break;
         bool found;
-        size_t i = mc_chan_pos(&rec, req->chid, &found);
+        size_t i = mc_rec_pos(&rec, req->chid, &found);
         ch = found ? &rec.chans[i] : NULL;
         if ((rec.live && rec.dropped) || (ch && ch->state == MC_DELETED)) {
             status = STORE_GONE;
@@ -1236,7 +785,7 @@ static int mc_update(struct mc_x *x, struct store_req *req)
         mc_rec_live(&rec);
         if (!ch) {
             /* Unknown channel (its registration expired): stored, as pushgo did. */
-            ch = mc_chan_insert(&rec, i, req->chid, MC_UNLISTED);
+            ch = mc_rec_insert(&rec, i, req->chid, MC_UNLISTED);
             if (!ch) {
                 status = STORE_ERROR;
                 break;
@@ -1257,6 +806,7 @@ static int mc_update(struct mc_x *x, struct store_req *req)
         status = mc_save(x, &rec);
         if (status == MC_CONFLICT) {
             status = STORE_ERROR; /* if the tries run out */
+            mc_backoff(x, t + 1);
             continue;
         }
         if (status != STORE_OK)
@@ -1268,7 +818,7 @@ static int mc_update(struct mc_x *x, struct store_req *req)
     if (written && !named && status != STORE_UNAVAILABLE)
         mc_del_data(x, req->chid, nonce); /* otherwise it expires with its TTL */
     if (status == STORE_OK) {
-        ch = mc_chan_find(&rec, req->chid);
+        ch = mc_rec_find(&rec, req->chid);
         if (replace)
             status = mc_update_result(ch, req);
         else
@@ -1287,12 +837,15 @@ static void mc_exec(void *backend, unsigned worker, const struct store_limits *l
     struct mc_x x = {
         .m = m,
         .worker = worker,
-        .mc = m->conns[worker],
+        .mc = m->pool.conns[worker],
         .limits = limits,
         .now = m->clock ? m->clock(m->clock_arg) : mc_wall_ms(),
+        .rng = uv_hrtime() ^ ((uint64_t)worker << 40) ^ (uintptr_t)req,
     };
     struct mc_rec rec = {0};
     int status;
+    if (!x.rng)
+        x.rng = 1;
     mc_x_target(&x, req->uaid);
     switch (req->op) {
     case STORE_HELLO:
@@ -1329,181 +882,20 @@ static void mc_free(void *backend)
     struct mc *m = backend;
     if (!m)
         return;
-    for (unsigned i = 0; m->conns && i < m->n_workers; i++)
-        memcached_free(m->conns[i]);
-    free(m->conns);
-    free(m->breakers);
-    if (m->has_lock)
-        uv_mutex_destroy(&m->lock);
+    mc_pool_clear(&m->pool);
     free(m);
 }
 
-static void mc_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void mc_err(char *err, size_t errlen, const char *fmt, ...)
+static void mc_err(char *err, size_t errlen, const char *msg)
 {
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static bool mc_host_char(int c, bool bracketed)
-{
-    if (isalnum(c) || c == '.')
-        return true;
-    return bracketed ? c == ':' || c == '%' : c == '-' || c == '_';
-}
-
-/* Parses one "host[:port]" entry (len bytes at s) and adds it to mc. */
-static int mc_add_server(memcached_st *mc, const char *s, size_t len, char *err, size_t errlen)
-{
-    const char *end = s + len, *hs = s, *he, *ps = NULL;
-    bool bracketed = *s == '[';
-    if (bracketed) {
-        hs = s + 1;
-        he = memchr(hs, ']', (size_t)(end - hs));
-        if (!he) {
-            mc_err(err, errlen, "bad memcached server \"%.*s\": missing ']'", (int)len, s);
-            return -1;
-        }
-        if (he + 1 < end) {
-            if (he[1] != ':') {
-                mc_err(err, errlen, "bad memcached server \"%.*s\": expected ':' after ']'",
-                       (int)len, s);
-                return -1;
-            }
-            ps = he + 2;
-        }
-    } else {
-        const char *colon = memchr(s, ':', len);
-        he = colon ? colon : end;
-        if (colon && memchr(colon + 1, ':', (size_t)(end - colon - 1))) {
-            mc_err(err, errlen,
-                   "bad memcached server \"%.*s\": write an IPv6 address in brackets, "
-                   "[addr]:port",
-                   (int)len, s);
-            return -1;
-        }
-        if (colon)
-            ps = colon + 1;
-    }
-    size_t hlen = (size_t)(he - hs);
-    if (hlen == 0 || hlen > MC_HOST_MAX) {
-        mc_err(err, errlen, "bad memcached server \"%.*s\": %s host", (int)len, s,
-               hlen ? "too long a" : "no");
-        return -1;
-    }
-    for (const char *p = hs; p < he; p++) {
-        if (!mc_host_char((unsigned char)*p, bracketed)) {
-            mc_err(err, errlen, "bad memcached server \"%.*s\": bad character in host", (int)len,
-                   s);
-            return -1;
-        }
-    }
-    long port = MC_DEFAULT_PORT;
-    if (ps) {
-        char buf[8];
-        size_t plen = (size_t)(end - ps);
-        char *stop;
-        bool digits = plen > 0 && plen < sizeof(buf);
-        for (size_t i = 0; digits && i < plen; i++)
-            digits = isdigit((unsigned char)ps[i]);
-        if (digits) {
-            memcpy(buf, ps, plen);
-            buf[plen] = '\0';
-            port = strtol(buf, &stop, 10);
-        }
-        if (!digits || port < 1 || port > 65535) {
-            mc_err(err, errlen, "bad memcached server \"%.*s\": port must be 1-65535", (int)len, s);
-            return -1;
-        }
-    }
-    char host[MC_HOST_MAX + 1];
-    memcpy(host, hs, hlen);
-    host[hlen] = '\0';
-    for (uint32_t i = 0; i < memcached_server_count(mc); i++) {
-        const memcached_instance_st *inst = memcached_server_instance_by_position(mc, i);
-        if (!strcmp(memcached_server_name(inst), host) && memcached_server_port(inst) == port) {
-            mc_err(err, errlen, "memcached server \"%.*s\" is listed twice", (int)len, s);
-            return -1;
-        }
-    }
-    memcached_return_t rc = memcached_server_add(mc, host, (in_port_t)port);
-    if (rc != MEMCACHED_SUCCESS) {
-        mc_err(err, errlen, "cannot add memcached server \"%.*s\": %s", (int)len, s,
-               memcached_strerror(mc, rc));
-        return -1;
-    }
-    return 0;
-}
-
-/* Adds every server of a comma-separated list to mc. */
-static int mc_add_servers(memcached_st *mc, const char *list, char *err, size_t errlen)
-{
-    const char *p = list;
-    for (;;) {
-        const char *end = strchr(p, ',');
-        if (!end)
-            end = p + strlen(p);
-        const char *a = p, *b = end;
-        while (a < b && isspace((unsigned char)*a))
-            a++;
-        while (b > a && isspace((unsigned char)b[-1]))
-            b--;
-        if (a == b) {
-            mc_err(err, errlen, "bad memcached server list \"%s\": empty entry", list);
-            return -1;
-        }
-        if (mc_add_server(mc, a, (size_t)(b - a), err, errlen) != 0)
-            return -1;
-        if (!*end)
-            return 0;
-        p = end + 1;
-    }
-}
-
-static unsigned mc_or(unsigned v, unsigned dflt)
-{
-    return v ? v : dflt;
-}
-
-static int mc_configure(memcached_st *mc, const struct store_mc_options *o)
-{
-    unsigned poll_ms = mc_or(o ? o->poll_timeout_ms : 0, MC_DEFAULT_POLL_MS);
-    const struct {
-        memcached_behavior_t flag;
-        uint64_t value;
-    } behaviors[] = {
-        {MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1},
-        /* Ketama (MD5) consistent hashing: a server's loss moves only its own keys. */
-        {MEMCACHED_BEHAVIOR_KETAMA, 1},
-        {MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT,
-         mc_or(o ? o->connect_timeout_ms : 0, MC_DEFAULT_CONNECT_MS)},
-        {MEMCACHED_BEHAVIOR_POLL_TIMEOUT, poll_ms},
-        {MEMCACHED_BEHAVIOR_RCV_TIMEOUT, (uint64_t)poll_ms * 1000},
-        {MEMCACHED_BEHAVIOR_SND_TIMEOUT, (uint64_t)poll_ms * 1000},
-        {MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, mc_or(o ? o->retry_timeout_s : 0, MC_DEFAULT_RETRY_S)},
-        {MEMCACHED_BEHAVIOR_TCP_NODELAY, 1},
-        {MEMCACHED_BEHAVIOR_TCP_KEEPALIVE, 1},
-        {MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1},
-        /* Replies are needed (CAS results), and NOREPLY with binary loops forever (pushgo). */
-        {MEMCACHED_BEHAVIOR_NOREPLY, 0},
-    };
-    for (size_t i = 0; i < sizeof(behaviors) / sizeof(behaviors[0]); i++)
-        if (memcached_behavior_set(mc, behaviors[i].flag, behaviors[i].value) != MEMCACHED_SUCCESS)
-            return -1;
-    return 0;
+    if (err && errlen)
+        snprintf(err, errlen, "%s", msg);
 }
 
 struct store *store_mc_new(uv_loop_t *loop, const char *servers, const struct store_limits *limits,
                            const struct store_mc_options *opt, char *err, size_t errlen)
 {
     struct mc *m = NULL;
-    memcached_st *proto = NULL;
     struct store *st;
 
     if (!loop || !limits) {
@@ -1515,54 +907,30 @@ struct store *store_mc_new(uv_loop_t *loop, const char *servers, const struct st
         return NULL;
     }
     if (limits->max_channels > MC_MAX_CHANNELS) {
-        mc_err(err, errlen,
-               "storage.max_channels %zu is too large for memcached (a uaid's record must fit "
-               "one item): at most %d",
-               limits->max_channels, MC_MAX_CHANNELS);
+        if (err && errlen)
+            snprintf(err, errlen,
+                     "storage.max_channels %zu is too large for memcached (a uaid's record must "
+                     "fit one item): at most %d",
+                     limits->max_channels, MC_MAX_CHANNELS);
         return NULL;
     }
     m = calloc(1, sizeof(*m));
-    if (!m)
-        goto fail_oom;
+    if (!m) {
+        mc_err(err, errlen, "out of memory");
+        return NULL;
+    }
     m->record_max = MC_RECORD_MAX;
-    m->n_workers = mc_or(opt ? opt->workers : 0, MC_DEFAULT_WORKERS);
-    m->breaker_failures = mc_or(opt ? opt->breaker_failures : 0, MC_DEFAULT_FAILURES);
-    m->breaker_open_ms = mc_or(opt ? opt->breaker_open_ms : 0, MC_DEFAULT_OPEN_MS);
-    proto = memcached_create(NULL);
-    if (!proto)
-        goto fail_oom;
-    if (mc_configure(proto, opt) != 0) {
-        mc_err(err, errlen, "cannot configure libmemcached");
+    unsigned workers = opt && opt->workers ? opt->workers : MC_DEFAULT_WORKERS;
+    if (mc_pool_init(&m->pool, servers, workers, opt, err, errlen) != 0)
         goto fail;
-    }
-    if (mc_add_servers(proto, servers, err, errlen) != 0)
-        goto fail;
-    m->n_servers = memcached_server_count(proto);
-    m->breakers = calloc(m->n_servers, sizeof(*m->breakers));
-    m->conns = calloc(m->n_workers, sizeof(*m->conns));
-    if (!m->breakers || !m->conns)
-        goto fail_oom;
-    if (uv_mutex_init(&m->lock) != 0)
-        goto fail_oom;
-    m->has_lock = true;
-    for (unsigned i = 0; i < m->n_workers; i++) {
-        m->conns[i] = memcached_clone(NULL, proto);
-        if (!m->conns[i])
-            goto fail_oom;
-    }
-    memcached_free(proto);
-    proto = NULL;
-    st = store_create(loop, &mc_ops, m, m->n_workers, limits);
+    st = store_create(loop, &mc_ops, m, workers, limits);
     if (!st) {
         mc_err(err, errlen, "cannot start the storage worker threads");
         goto fail;
     }
     return st;
 
-fail_oom:
-    mc_err(err, errlen, "out of memory");
 fail:
-    memcached_free(proto);
     mc_free(m);
     return NULL;
 }
@@ -1581,13 +949,13 @@ static struct mc *mc_of(const struct store *st)
 int store_mc_breaker_state(const struct store *st)
 {
     struct mc *m = mc_of(st);
-    return m ? mc_breaker_worst(m) : -1;
+    return m ? mc_pool_worst(&m->pool) : -1;
 }
 
 unsigned store_mc_retry_after(const struct store *st)
 {
     struct mc *m = mc_of(st);
-    return m ? mc_breaker_retry_after(m, mc_mono_ms()) : 0;
+    return m ? mc_pool_retry_after(&m->pool, mc_mono_ms()) : 0;
 }
 
 int store_mc_stats(const struct store *st, struct store_mc_stats *out)
