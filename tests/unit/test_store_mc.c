@@ -2442,6 +2442,8 @@ static void same_result(struct store_req *a, struct store_req *b, int step)
     if (a->status != b->status || a->reset != b->reset || a->n_updates != b->n_updates)
         fail_msg("step %d op %d: memory status %d reset %d n %zu, memcached %d %d %zu", step, a->op,
                  a->status, a->reset, a->n_updates, b->status, b->reset, b->n_updates);
+    if (!a->n_updates)
+        return;
     qsort(a->updates, a->n_updates, sizeof(*a->updates), cmp_update);
     qsort(b->updates, b->n_updates, sizeof(*b->updates), cmp_update);
     for (size_t i = 0; i < a->n_updates; i++) {
