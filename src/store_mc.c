@@ -27,6 +27,9 @@
  *
  * Failure: a call that finds its server unreachable (store.h: the breakers) ends the request
  * with STORE_UNAVAILABLE at once. Any other failure is STORE_ERROR.
+ *
+ * The record's layout and codec are store_mc_rec.c's; the connections (one memcached_st per
+ * worker) and the breakers are store_mc_pool.c's. This file holds the operations.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -152,7 +155,7 @@ static bool mc_end(struct mc_x *x, memcached_return_t rc, bool probe)
 }
 
 /* Remembers ch's data item for deletion after the write, and clears its pending update. */
-static int mc_chan_clear_pending(struct mc_x *x, struct mc_chan *ch)
+static void mc_chan_clear_pending(struct mc_x *x, struct mc_chan *ch)
 {
     if (ch->pending && ch->nonce) {
         if (x->n_junk == x->cap_junk) {
@@ -174,7 +177,6 @@ static int mc_chan_clear_pending(struct mc_x *x, struct mc_chan *ch)
     ch->expires = 0;
     ch->nonce = 0;
     ch->data_len = 0;
-    return 0;
 }
 
 /* ---- memcached calls ---- */

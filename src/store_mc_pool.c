@@ -36,6 +36,7 @@ static bool mc_pool_host_char(int c, bool bracketed)
         return true;
     return bracketed ? c == ':' || c == '%' : c == '-' || c == '_';
 }
+
 /* Parses one "host[:port]" entry (len bytes at s) and adds it to mc. */
 static int mc_pool_add_server(memcached_st *mc, const char *s, size_t len, char *err, size_t errlen)
 {
@@ -79,7 +80,7 @@ static int mc_pool_add_server(memcached_st *mc, const char *s, size_t len, char 
     for (const char *p = hs; p < he; p++) {
         if (!mc_pool_host_char((unsigned char)*p, bracketed)) {
             mc_pool_err(err, errlen, "bad memcached server \"%.*s\": bad character in host",
-                        (int)len, s);
+                        MC_SHOWN(len), s);
             return -1;
         }
     }
@@ -87,14 +88,13 @@ static int mc_pool_add_server(memcached_st *mc, const char *s, size_t len, char 
     if (ps) {
         char buf[8];
         size_t plen = (size_t)(end - ps);
-        char *stop;
         bool digits = plen > 0 && plen < sizeof(buf);
         for (size_t i = 0; digits && i < plen; i++)
             digits = isdigit((unsigned char)ps[i]);
         if (digits) {
             memcpy(buf, ps, plen);
             buf[plen] = '\0';
-            port = strtol(buf, &stop, 10);
+            port = strtol(buf, NULL, 10);
         }
         if (!digits || port < 1 || port > 65535) {
             mc_pool_err(err, errlen, "bad memcached server \"%.*s\": port must be 1-65535",
@@ -120,6 +120,7 @@ static int mc_pool_add_server(memcached_st *mc, const char *s, size_t len, char 
     }
     return 0;
 }
+
 /* Adds every server of a comma-separated list to mc. */
 static int mc_pool_add_servers(memcached_st *mc, const char *list, char *err, size_t errlen)
 {
@@ -134,7 +135,8 @@ static int mc_pool_add_servers(memcached_st *mc, const char *list, char *err, si
         while (b > a && isspace((unsigned char)b[-1]))
             b--;
         if (a == b) {
-            mc_pool_err(err, errlen, "bad memcached server list \"%s\": empty entry", list);
+            mc_pool_err(err, errlen, "bad memcached server list \"%.*s\": empty entry",
+                        MC_SHOWN(strlen(list)), list);
             return -1;
         }
         if (mc_pool_add_server(mc, a, (size_t)(b - a), err, errlen) != 0)
@@ -144,10 +146,12 @@ static int mc_pool_add_servers(memcached_st *mc, const char *list, char *err, si
         p = end + 1;
     }
 }
+
 static unsigned mc_pool_or(unsigned v, unsigned dflt)
 {
     return v ? v : dflt;
 }
+
 static int mc_pool_configure(memcached_st *mc, const struct store_mc_options *o)
 {
     unsigned poll_ms = mc_pool_or(o ? o->poll_timeout_ms : 0, MC_DEFAULT_POLL_MS);
@@ -176,6 +180,7 @@ static int mc_pool_configure(memcached_st *mc, const struct store_mc_options *o)
             return -1;
     return 0;
 }
+
 /* Whether a call to server may go out at "now"; *probe is set for the half-open probe. */
 bool mc_pool_admit(struct mc_pool *pool, unsigned server, uint64_t now, bool *probe)
 {
@@ -196,6 +201,7 @@ bool mc_pool_admit(struct mc_pool *pool, unsigned server, uint64_t now, bool *pr
     uv_mutex_unlock(&pool->lock);
     return ok;
 }
+
 /* Records the outcome of an admitted call: down when the server was unreachable. */
 bool mc_pool_report(struct mc_pool *pool, unsigned server, bool down, bool probe, uint64_t now)
 {
@@ -218,6 +224,7 @@ bool mc_pool_report(struct mc_pool *pool, unsigned server, bool down, bool probe
     uv_mutex_unlock(&pool->lock);
     return opened;
 }
+
 int mc_pool_worst(struct mc_pool *pool)
 {
     int worst = STORE_MC_CLOSED;
@@ -228,6 +235,7 @@ int mc_pool_worst(struct mc_pool *pool)
     uv_mutex_unlock(&pool->lock);
     return worst;
 }
+
 unsigned mc_pool_retry_after(struct mc_pool *pool, uint64_t now)
 {
     uint64_t wait = 0;
@@ -242,6 +250,7 @@ unsigned mc_pool_retry_after(struct mc_pool *pool, uint64_t now)
     uint64_t s = (wait + 999) / 1000;
     return s < 1 ? 1 : s > 86400 ? 86400 : (unsigned)s;
 }
+
 /* Whether rc means that the server could not be reached (or did not answer in time). */
 bool mc_pool_down(memcached_return_t rc)
 {

@@ -19,11 +19,13 @@ static void mc_rec_put32(uint8_t *p, uint32_t v)
     for (int i = 0; i < 4; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
+
 static void mc_rec_put64(uint8_t *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
+
 static uint32_t mc_rec_get32(const uint8_t *p)
 {
     uint32_t v = 0;
@@ -31,6 +33,7 @@ static uint32_t mc_rec_get32(const uint8_t *p)
         v |= (uint32_t)p[i] << (8 * i);
     return v;
 }
+
 static uint64_t mc_rec_get64(const uint8_t *p)
 {
     uint64_t v = 0;
@@ -38,6 +41,7 @@ static uint64_t mc_rec_get64(const uint8_t *p)
         v |= (uint64_t)p[i] << (8 * i);
     return v;
 }
+
 static char *mc_rec_hex(char *out, const uint8_t *b, size_t n)
 {
     static const char digits[] = "0123456789abcdef";
@@ -48,11 +52,13 @@ static char *mc_rec_hex(char *out, const uint8_t *b, size_t n)
     *out = '\0';
     return out;
 }
+
 size_t mc_rec_key(char out[MC_KEY_MAX], const uint8_t uaid[IDS_BYTES])
 {
     memcpy(out, "sp1:u:", 6);
     return (size_t)(mc_rec_hex(out + 6, uaid, IDS_BYTES) - out);
 }
+
 size_t mc_rec_data_key(char out[MC_KEY_MAX], const uint8_t uaid[IDS_BYTES],
                        const uint8_t chid[IDS_BYTES], uint64_t nonce)
 {
@@ -62,11 +68,13 @@ size_t mc_rec_data_key(char out[MC_KEY_MAX], const uint8_t uaid[IDS_BYTES],
     p = mc_rec_hex(p, chid, IDS_BYTES);
     return (size_t)(p - out) + (size_t)sprintf(p, ":%016" PRIx64, nonce);
 }
+
 void mc_rec_clear(struct mc_rec *rec)
 {
     free(rec->chans);
     memset(rec, 0, sizeof(*rec));
 }
+
 /* The position of chid in rec (or where it would go); *found says whether it is there. */
 size_t mc_rec_pos(const struct mc_rec *rec, const uint8_t chid[IDS_BYTES], bool *found)
 {
@@ -86,12 +94,14 @@ size_t mc_rec_pos(const struct mc_rec *rec, const uint8_t chid[IDS_BYTES], bool 
     *found = false;
     return lo;
 }
+
 struct mc_chan *mc_rec_find(struct mc_rec *rec, const uint8_t chid[IDS_BYTES])
 {
     bool found;
     size_t i = mc_rec_pos(rec, chid, &found);
     return found ? &rec->chans[i] : NULL;
 }
+
 /* Inserts an empty channel chid (absent) at position i; NULL on allocation failure. */
 struct mc_chan *mc_rec_insert(struct mc_rec *rec, size_t i, const uint8_t chid[IDS_BYTES],
                               enum mc_chan_state state)
@@ -114,6 +124,7 @@ struct mc_chan *mc_rec_insert(struct mc_rec *rec, size_t i, const uint8_t chid[I
         rec->n_registered++;
     return ch;
 }
+
 void mc_rec_remove(struct mc_rec *rec, size_t i)
 {
     if (rec->chans[i].state == MC_REGISTERED)
@@ -121,6 +132,7 @@ void mc_rec_remove(struct mc_rec *rec, size_t i)
     memmove(&rec->chans[i], &rec->chans[i + 1], (rec->n - i - 1) * sizeof(*rec->chans));
     rec->n--;
 }
+
 /* Applies expiry: drops expired updates, expired tombstones and UNLISTED channels left empty. */
 void mc_rec_prune(struct mc_rec *rec, uint64_t now)
 {
@@ -143,6 +155,7 @@ void mc_rec_prune(struct mc_rec *rec, uint64_t now)
     }
     rec->n = j;
 }
+
 /*
  * Decodes value into rec (empty on entry). Returns 0, -1 when the value is not a valid record,
  * or -2 on allocation failure.
@@ -195,6 +208,7 @@ int mc_rec_decode(struct mc_rec *rec, const uint8_t *v, size_t len)
     rec->expires = expires;
     return 0;
 }
+
 /* Encodes rec into a new buffer of *len bytes; NULL on allocation failure. */
 uint8_t *mc_rec_encode(const struct mc_rec *rec, size_t *len)
 {
@@ -220,11 +234,13 @@ uint8_t *mc_rec_encode(const struct mc_rec *rec, size_t *len)
     }
     return v;
 }
+
 static int mc_rec_cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
+
 /*
  * Makes rec fit in max bytes by shedding the DELETED tombstones that expire first
  * (their endpoints then accept updates again). Returns 0, or -1 when it cannot.
@@ -263,6 +279,7 @@ int mc_rec_fit(struct mc_rec *rec, size_t max)
     rec->n = j;
     return 0;
 }
+
 /* Makes rec live: a new empty record if there was none, a dropped one taken again. */
 bool mc_rec_live(struct mc_rec *rec)
 {
@@ -279,6 +296,7 @@ bool mc_rec_live(struct mc_rec *rec)
     }
     return false;
 }
+
 bool mc_rec_extend(struct mc_rec *rec, uint64_t until)
 {
     if (rec->expires >= until)
@@ -286,6 +304,7 @@ bool mc_rec_extend(struct mc_rec *rec, uint64_t until)
     rec->expires = until;
     return true;
 }
+
 uint8_t *mc_rec_data_encode(uint64_t nonce, const char *data, size_t len, size_t *out_len)
 {
     uint8_t *v = malloc(MC_DATA_HDR_LEN + len);
