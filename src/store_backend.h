@@ -85,4 +85,20 @@ int store_mem_set_clock(struct store *st, store_mem_clock_fn now_ms, void *arg);
 int store_mem_sweep(struct store *st, size_t max_buckets);
 int store_mem_stats(const struct store *st, struct store_mem_stats *out);
 
+/*
+ * Test hooks of the memcached backend (store_mc.c). Each returns -1 when st is not a
+ * memcached store, 0 otherwise; call them before submitting requests.
+ *
+ * store_mc_set_clock() replaces the wall clock the backend stamps expiries with
+ * (milliseconds since the epoch; NULL restores the real one). It is called on the worker
+ * threads, so now_ms must be thread-safe. memcached's own TTLs stay relative to real time.
+ * store_mc_set_hook() installs a function that a worker calls, with the record's uaid,
+ * between reading a record and writing it back, and between reading a record and reading
+ * its data items, so that tests can make a conflicting write there.
+ */
+typedef void (*store_mc_hook_fn)(void *arg, unsigned worker, const uint8_t uaid[IDS_BYTES]);
+
+int store_mc_set_clock(struct store *st, uint64_t (*now_ms)(void *arg), void *arg);
+int store_mc_set_hook(struct store *st, store_mc_hook_fn hook, void *arg);
+
 #endif

@@ -150,6 +150,67 @@ void store_req_free(struct store_req *req);
 struct store *store_mem_new(uv_loop_t *loop, const struct store_limits *limits);
 
 /*
+ * The memcached backend (store_mc.c). Tuning; a zero field takes the default given.
+ */
+struct store_mc_options {
+    unsigned workers;            /* worker threads, each with one connection per server; 4 */
+    unsigned connect_timeout_ms; /* libmemcached CONNECT_TIMEOUT; 250 */
+    unsigned poll_timeout_ms;    /* libmemcached POLL_TIMEOUT (each wait for a reply); 250 */
+    unsigned retry_timeout_s;    /* libmemcached RETRY_TIMEOUT (a failed server's pause); 2 */
+    unsigned breaker_failures;   /* consecutive unreachable calls that open a breaker; 3 */
+    unsigned breaker_open_ms;    /* how long an open breaker fails fast before a probe; 3000 */
+};
+
+/*
+ * Makes the memcached store on loop. servers is a comma-separated list of host[:port]
+ * (port 11211 by default; an IPv6 address in brackets, "[::1]:11211"); keys are spread over
+ * them by consistent (ketama) hashing, all keys of one uaid on one server. opt may be NULL
+ * (every default). Connections are made lazily, so an unreachable server is not an error
+ * here. Returns NULL on failure with a one-line reason in err (a bad server list, a
+ * max_channels too large for memcached's item size, out of memory). Loop thread.
+ */
+struct store *store_mc_new(uv_loop_t *loop, const char *servers, const struct store_limits *limits,
+                           const struct store_mc_options *opt, char *err, size_t errlen);
+
+/*
+ * The circuit breakers of a memcached store, one per server, shared by its workers. A
+ * breaker opens after breaker_failures consecutive calls found its server unreachable (a
+ * timeout, a refused or lost connection); while open, requests whose uaid lives on that
+ * server complete at once with STORE_UNAVAILABLE and memcached is not called. After
+ * breaker_open_ms one request goes through as a probe (half-open): success closes the
+ * breaker, failure opens it again.
+ */
+enum store_mc_breaker {
+    STORE_MC_CLOSED = 0,
+    STORE_MC_HALF_OPEN = 1,
+    STORE_MC_OPEN = 2,
+};
+
+/* The worst state over the store's breakers, or -1 when st is not a memcached store. Any thread. */
+int store_mc_breaker_state(const struct store *st);
+
+/*
+ * Seconds an app server should wait before retrying while storage is unavailable: until the
+ * open breaker that closes last half-opens, rounded up; 1 when none is open. 0 when st is not
+ * a memcached store (use a default then). Any thread.
+ */
+unsigned store_mc_retry_after(const struct store *st);
+
+/* Counters of a memcached store since it was made (for metrics and tests). */
+struct store_mc_stats {
+    uint64_t calls;         /* memcached calls made */
+    uint64_t unreachable;   /* calls that found their server unreachable */
+    uint64_t denied;        /* calls not made because the server's breaker was open */
+    uint64_t breaker_opens; /* transitions to open (from closed or half-open) */
+    uint64_t conflicts;     /* CAS conflicts, each followed by a retry */
+    uint64_t corrupt;       /* values that failed validation (treated as absent) */
+    uint64_t data_lost;     /* pending updates whose data item was gone (delivered without) */
+};
+
+/* Fills out. Returns 0, or -1 when st is not a memcached store. Any thread. */
+int store_mc_stats(const struct store *st, struct store_mc_stats *out);
+
+/*
  * Submits req; its done callback runs later on the loop thread (never inside this call),
  * with req->status set. Requests on one uaid complete in submission order (with the memory
  * backend, all requests do). Loop thread only.
