@@ -300,7 +300,9 @@ static void update_done(struct store_req *req)
         http_respond_error(txn, 410, "Gone");
         break;
     case STORE_UNAVAILABLE:
-        txn->retry_after = ENDPOINT_RETRY_AFTER;
+        txn->retry_after = store_mc_retry_after(server_self->store);
+        if (!txn->retry_after)
+            txn->retry_after = ENDPOINT_RETRY_AFTER; /* not memcached */
         http_respond_error(txn, 503, "Service Unavailable");
         break;
     default:

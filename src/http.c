@@ -179,6 +179,7 @@ static int respond_metrics(struct http_txn *txn)
         .max_connections = server_self->max_connections,
         .draining = server_self->stopping,
         .log_drops = log_heka_drops(),
+        .breaker = store_mc_breaker_state(server_self->store),
     };
     size_t len;
     char *text = metrics_render(&g, &len);
@@ -204,8 +205,13 @@ static void heartbeat_done(struct store_req *req)
     if (txn) {
         registry_remove(server_self->reg, txn->id);
         txn->id = 0;
-        if (req->status == STORE_OK)
+        int breaker = store_mc_breaker_state(server_self->store); /* -1: not memcached */
+        if (req->status == STORE_OK && breaker <= STORE_MC_CLOSED)
             http_respond(txn, 200, "{\"status\":\"ok\",\"storage\":\"ok\"}");
+        else if (breaker == STORE_MC_OPEN || breaker == STORE_MC_HALF_OPEN)
+            http_respond(txn, 503,
+                         "{\"status\":\"error\",\"storage\":\"memcached unreachable (circuit "
+                         "open)\"}");
         else
             http_respond(txn, 503, "{\"status\":\"error\",\"storage\":\"unavailable\"}");
     }

@@ -197,6 +197,9 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
     gauge(&o, "connections", "Devices connected.", (long long)g->connections);
     gauge(&o, "max_connections", "The cap on connected devices.", (long long)g->max_connections);
     gauge(&o, "draining", "1 while the daemon is stopping.", g->draining);
+    gauge(&o, "storage_breaker_state",
+          "memcached circuit breaker: -1 no memcached, 0 closed, 1 half-open, 2 open.",
+          g->breaker);
     counter(&o, "ws_opened_total", "WebSocket connections opened.", metrics.ws_opened);
     counter(&o, "ws_closed_total", "WebSocket connections closed.", metrics.ws_closed);
     counter(&o, "hellos_total", "Successful hellos.", metrics.hellos);

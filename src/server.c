@@ -350,11 +350,15 @@ int server_start(struct server *srv, struct config *cfg, const char *config_path
         .timeout_del_ms = cfg->storage_timeout_del_ms,
     };
     if (cfg->memcache_server && *cfg->memcache_server) {
-        log_err("server", "memcache.server is set, but this build has only the in-process "
-                          "store; leave memcache.server empty");
-        return -1;
+        char serr[256];
+        srv->store = store_mc_new(loop, cfg->memcache_server, &limits, NULL, serr, sizeof(serr));
+        if (!srv->store) {
+            log_err("server", "memcache.server: %s", serr);
+            return -1;
+        }
+    } else {
+        srv->store = store_mem_new(loop, &limits);
     }
-    srv->store = store_mem_new(loop, &limits);
     if (srv->store)
         store_set_observer(srv->store, metrics_store);
     srv->reg = registry_new();

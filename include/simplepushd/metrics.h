@@ -44,6 +44,7 @@ struct metrics_gauges {
     int64_t max_connections;
     int draining;
     uint64_t log_drops; /* Heka datagrams dropped */
+    int breaker;        /* memcached circuit breaker: -1 none, 0 closed, 1 half-open, 2 open */
 };
 
 struct udp_sink;
