@@ -21,6 +21,7 @@ Only the standard library and Debian's python3-websocket are used. Run with
 timeout of the harness and of the tests that use scaled().
 """
 
+import atexit
 import base64
 from http import client as http_client
 import json
@@ -85,6 +86,78 @@ BASE_CONFIG = {
     },
     "log": {"level": "notice"},
 }
+
+# SPD_BACKEND=memcached runs every daemon of a test process on one shared memcached of its
+# own (the same suite, the other backend); a test that names its own memcache.server keeps it.
+BACKEND = os.environ.get("SPD_BACKEND", "memory")
+
+MEMCACHED = os.environ.get("SP_MEMCACHED") or shutil.which("memcached") or "/usr/bin/memcached"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind((HOST, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Memcached:
+    """A memcached of the test's own on a free loopback port, ended by pid."""
+
+    def __init__(self):
+        if not os.path.exists(MEMCACHED):
+            raise AssertionError("memcached is missing (%s): install Debian's memcached"
+                                 % MEMCACHED)
+        self.port = free_port()
+        self.proc = None
+        self.start()
+
+    def start(self):
+        args = [MEMCACHED, "-l", HOST, "-p", str(self.port), "-U", "0", "-m", "64"]
+        if os.geteuid() == 0:
+            args += ["-u", "root"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((HOST, self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError("memcached did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+        if self.proc:
+            self.proc.wait()
+        self.proc = None
+
+    @property
+    def addr(self):
+        return "%s:%d" % (HOST, self.port)
+
+
+
+_shared_memcached = None
+
+
+def with_backend(config):
+    """config on the backend SPD_BACKEND names (unless it names a memcached itself)."""
+    if BACKEND == "memcached" and not config.get("memcache", {}).get("server"):
+        return merge_config(config, {"memcache": {"server": shared_memcached().addr}})
+    return config
+
+
+def shared_memcached():
+    global _shared_memcached
+    if _shared_memcached is None:
+        _shared_memcached = Memcached()
+        atexit.register(_shared_memcached.stop)
+    return _shared_memcached
+
 
 OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
@@ -174,7 +247,7 @@ class Daemon:
             raise unittest.SkipTest("SIMPLEPUSHD is not set")
         self.name = name
         self.dir = tempfile.mkdtemp(prefix="spd-%s-" % name)
-        self.config = merge_config(BASE_CONFIG, config)
+        self.config = with_backend(merge_config(BASE_CONFIG, config))
         self.config_path = os.path.join(self.dir, "config.ini")
         self.log_path = os.path.join(self.dir, "stderr.log")
         self.write_config(raw_config)
@@ -187,7 +260,7 @@ class Daemon:
 
     def write_config(self, raw_config=None, config=None):
         if config is not None:
-            self.config = merge_config(BASE_CONFIG, config)
+            self.config = with_backend(merge_config(BASE_CONFIG, config))
         text = raw_config if raw_config is not None else render_config(self.config)
         with open(self.config_path, "w") as f:
             f.write(text)

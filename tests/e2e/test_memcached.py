@@ -6,69 +6,17 @@ Retry-After fast (the circuit breaker, no multi-second stall), /__heartbeat__ sa
 /__lbheartbeat__ stays 200, devices keep pinging, and service resumes by itself.
 """
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import time
 import unittest
 
 import spd
 
-MEMCACHED = os.environ.get("SP_MEMCACHED") or shutil.which("memcached") or "/usr/bin/memcached"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind((spd.HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Memcached:
-    """A memcached of the test's own on a free loopback port, ended by pid."""
-
-    def __init__(self):
-        if not os.path.exists(MEMCACHED):
-            raise AssertionError("memcached is missing (%s): install Debian's memcached"
-                                 % MEMCACHED)
-        self.port = free_port()
-        self.proc = None
-        self.start()
-
-    def start(self):
-        args = [MEMCACHED, "-l", spd.HOST, "-p", str(self.port), "-U", "0", "-m", "64"]
-        if os.geteuid() == 0:
-            args += ["-u", "root"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection((spd.HOST, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise AssertionError("memcached did not start")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-        if self.proc:
-            self.proc.wait()
-        self.proc = None
-
-    @property
-    def addr(self):
-        return "%s:%d" % (spd.HOST, self.port)
-
-
 class MemcachedCase(spd.DaemonCase):
     PER_TEST = True
 
     def setUp(self):
-        self.mc = Memcached()
+        self.mc = spd.Memcached()
         self.addCleanup(self.mc.stop)
         self.CONFIG = {"memcache": {"server": self.mc.addr},
                        "endpoint": {"token_keys": KEY}}
