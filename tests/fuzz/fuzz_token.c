@@ -137,11 +137,13 @@ static void check_round_trips(const uint8_t *data, size_t size)
 /* The input as a key list (up to its first NUL). */
 static void check_key_list(const uint8_t *data, size_t size)
 {
-    char *csv = strndup((const char *)data, size);
+    char *csv = malloc(size + 1);
     char err[200] = "";
     struct token_ring *r;
 
     FUZZ_CHECK(csv != NULL);
+    memcpy(csv, data, size);
+    csv[size] = '\0';
     r = token_ring_new(csv, err, sizeof(err));
     if (r) {
         static const uint8_t uaid[IDS_BYTES] = {1}, chid[IDS_BYTES] = {2};
