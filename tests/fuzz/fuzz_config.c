@@ -92,10 +92,10 @@ static void check_loaded(const struct config *c)
     }
     FUZZ_CHECK(string_ok(c->endpoint_token_keys));
     if (c->endpoint_token_keys) {
-        struct token_ring *ring = token_ring_new(c->endpoint_token_keys, NULL, 0);
+        struct token_ring *keys = token_ring_new(c->endpoint_token_keys, NULL, 0);
 
-        FUZZ_CHECK(ring != NULL);
-        token_ring_free(ring);
+        FUZZ_CHECK(keys != NULL);
+        token_ring_free(keys);
     }
     FUZZ_CHECK(c->endpoint_max_data_len >= 0 && c->endpoint_max_data_len <= 65536);
 
