@@ -94,16 +94,18 @@ int endpoint_form_get(const char *form, size_t len, const char *name, struct end
 
 int endpoint_parse_version(const char *s, size_t len, int64_t *version)
 {
-    if (len == 0 || len > 19)
+    if (len == 0)
         return -1;
     uint64_t v = 0;
     for (size_t i = 0; i < len; i++) {
         if (s[i] < '0' || s[i] > '9')
             return -1;
-        v = v * 10 + (uint64_t)(s[i] - '0');
+        uint64_t d = (uint64_t)(s[i] - '0');
+        /* Checked per digit rather than by length, so that leading zeros are never too long. */
+        if (v > ((uint64_t)INT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
     }
-    if (v > (uint64_t)INT64_MAX)
-        return -1;
     *version = (int64_t)v;
     return 0;
 }
