@@ -110,6 +110,8 @@ static const struct cfg_key keys[] = {
             "most WebSocket devices at once; 0 derives it from the open-files limit"),
     KEY_NUM("server.drain_seconds", CFG_DURATION, server_drain_ms, S(10), 0, S(3600), false, false,
             "on SIGTERM, time over which device sockets are closed"),
+    KEY_BOOL("server.demo", server_demo, false, false,
+             "serve the demo page and the JavaScript client at /demo/ on the public listener"),
     KEY_STRING("internal.host", internal_host, "127.0.0.1", false, NULL,
                "address of the internal listener (routing between nodes, metrics)"),
     KEY_NUM("internal.port", CFG_INT, internal_port, 8081, 0, 65535, false, false,
