@@ -745,6 +745,9 @@ static void test_bad_files(void **state)
          ":1: endpoint.token_keys: key 1 is not 32 bytes of base64url (43 characters of A-Z a-z "
          "0-9 - _, "
          "no '=' padding) (make one with simplepushd --genkey)"},
+        /* A section name cut short must not become one of ours (found reading the code). */
+        {"[server                                                            junk]\nport = 1\n",
+         ":2: unknown key (section or key name too long)"},
         {"[heka]\nserver_addr = nohost\n", ":2: heka.server_addr: \"nohost\" is not host:port"},
         {"metrics.statsd_server = h:70000\n",
          ":1: metrics.statsd_server: \"h:70000\" is not host:port"},
