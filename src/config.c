@@ -110,6 +110,8 @@ static const struct cfg_key keys[] = {
             "most WebSocket devices at once; 0 derives it from the open-files limit"),
     KEY_NUM("server.drain_seconds", CFG_DURATION, server_drain_ms, S(10), 0, S(3600), false, false,
             "on SIGTERM, time over which device sockets are closed"),
+    KEY_BOOL("server.demo", server_demo, false, false,
+             "serve the demo page and the JavaScript client at /demo/ on the public listener"),
     KEY_STRING("internal.host", internal_host, "127.0.0.1", false, NULL,
                "address of the internal listener (routing between nodes, metrics)"),
     KEY_NUM("internal.port", CFG_INT, internal_port, 8081, 0, 65535, false, false,
@@ -691,10 +693,18 @@ static char *ctx_reader(char *str, int num, void *stream)
     return str;
 }
 
+/*
+ * inih cuts section names to 49 characters (its INI_MAX_SECTION of 50), so "[server <many
+ * spaces> junk]" would arrive as "server   ..." and, spaces stripped, pass for [server]. Our
+ * section names are short: a section name that long, before stripping, is no section of
+ * ours.
+ */
+#define CFG_SECTION_MAX 48
+
 static int ctx_handler(void *user, const char *section, const char *name, const char *value)
 {
     struct load_ctx *ctx = user;
-    char sec[64], key[160], reason[200];
+    char key[160], reason[200];
 
     /* inih passes "= value" on with an empty name. */
     if (!*name) {
@@ -704,13 +714,18 @@ static int ctx_handler(void *user, const char *section, const char *name, const 
     /* inih keeps the spaces of "[ server ]". */
     while (isspace((unsigned char)*section))
         section++;
-    snprintf(sec, sizeof(sec), "%s", section);
-    for (size_t n = strlen(sec); n && isspace((unsigned char)sec[n - 1]);)
-        sec[--n] = '\0';
-    if (*sec)
-        snprintf(key, sizeof(key), "%s.%s", sec, name);
-    else
-        snprintf(key, sizeof(key), "%s", name);
+    /* Trailing spaces go before the length is judged; a name too long is no key of ours. */
+    size_t rawlen = strlen(section), seclen = rawlen;
+    while (seclen && isspace((unsigned char)section[seclen - 1]))
+        seclen--;
+    int n = rawlen > CFG_SECTION_MAX
+                ? -1
+                : (*section ? snprintf(key, sizeof(key), "%.*s.%s", (int)seclen, section, name)
+                            : snprintf(key, sizeof(key), "%s", name));
+    if (n < 0 || (size_t)n >= sizeof(key)) {
+        ctx_fail(ctx, NULL, "unknown key (section or key name too long)");
+        return 0;
+    }
     if (!value)
         value = "";
 

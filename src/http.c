@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "simplepushd/assets.h"
 #include "simplepushd/config.h"
 #include "simplepushd/endpoint.h"
 #include "simplepushd/ids.h"
@@ -47,20 +48,27 @@ void http_txn_reset(struct http_txn *txn)
     txn->internal = internal;
 }
 
-int http_respond(struct http_txn *txn, int status, const char *json)
+/* Queues a response body of len bytes (copied). */
+static int respond_bytes(struct http_txn *txn, int status, const void *body, size_t len)
 {
-    if (!json)
-        json = "{}";
     free(txn->resp);
-    txn->resp_len = strlen(json);
-    txn->resp = malloc(txn->resp_len + 1);
+    txn->resp_len = len;
+    txn->resp = malloc(len + 1);
     if (!txn->resp)
         return -1;
-    memcpy(txn->resp, json, txn->resp_len + 1);
+    memcpy(txn->resp, body, len);
+    txn->resp[len] = '\0';
     txn->status = status;
     txn->phase = HTTP_PHASE_HEADERS;
     lws_callback_on_writable(txn->wsi);
     return 0;
+}
+
+int http_respond(struct http_txn *txn, int status, const char *json)
+{
+    if (!json)
+        json = "{}";
+    return respond_bytes(txn, status, json, strlen(json));
 }
 
 int http_respond_error(struct http_txn *txn, int status, const char *text)
@@ -251,7 +259,8 @@ static int dispatch(struct http_txn *txn, const char *path, size_t len)
         (len == sizeof(update) - 1 || path[sizeof(update) - 1] == '/'))
         return endpoint_begin(txn, path + sizeof(update) - 1, len - (sizeof(update) - 1));
 
-    enum { H_NONE, H_STATUS, H_LB, H_HEART, H_VERSION, H_METRICS } which = H_NONE;
+    enum { H_NONE, H_STATUS, H_LB, H_HEART, H_VERSION, H_METRICS, H_ASSET } which = H_NONE;
+    const struct asset *asset = NULL;
     if (!txn->internal && (!strcmp(path, "/status/") || !strcmp(path, "/status")))
         which = H_STATUS;
     else if (!txn->internal && !strcmp(path, "/__lbheartbeat__"))
@@ -262,6 +271,9 @@ static int dispatch(struct http_txn *txn, const char *path, size_t len)
         which = H_VERSION;
     else if (txn->internal && !strcmp(path, "/metrics"))
         which = H_METRICS;
+    else if (!txn->internal && server_self->cfg->server_demo &&
+             (asset = assets_find(!strcmp(path, "/demo") ? "/demo/" : path)))
+        which = H_ASSET;
 
     /* Whatever the answer, a body we do not read would be taken for the next request. */
     char cl[32];
@@ -288,6 +300,10 @@ static int dispatch(struct http_txn *txn, const char *path, size_t len)
         return respond_version(txn);
     case H_METRICS:
         return respond_metrics(txn);
+    case H_ASSET:
+        /* The demo page and the client library: the one non-JSON content of the public port. */
+        txn->content_type = asset->content_type;
+        return respond_bytes(txn, 200, asset->data, asset->len);
     default:
         return http_respond_error(txn, 404, "Not Found");
     }

@@ -27,6 +27,7 @@ struct config {
     char *server_current_host;      /* NULL/"" = derived from server_host */
     int64_t server_max_connections; /* 0 = derived from the open-files limit */
     uint64_t server_drain_ms;       /* server.drain_seconds, 10s */
+    bool server_demo;               /* serve the demo page at /demo/; false */
 
     /* [internal] */
     char *internal_host; /* "127.0.0.1" */

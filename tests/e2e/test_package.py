@@ -63,6 +63,9 @@ class TestPackage(unittest.TestCase):
                             os.path.join(root, "etc/simplepushd/config.ini")],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # Production: no demo page.
+        with open(os.path.join(root, "etc/simplepushd/config.ini")) as f:
+            self.assertIn("\ndemo = 0\n", f.read())
 
     def test_unit_verifies(self):
         if not shutil.which("systemd-analyze"):
