@@ -74,6 +74,33 @@ async function watchedPage(ctx, problems) {
   return page;
 }
 
+/**
+ * Says `hello` on a WebSocket of our own (opened from a blank page) and returns every
+ * message received within `ms`.
+ */
+async function rawHello(ctx, daemon, hello, ms = 700) {
+  const page = await ctx.newPage();
+  try {
+    return await page.evaluate(
+      ({ url, hello, ms }) =>
+        new Promise((resolve, reject) => {
+          const got = [];
+          const ws = new WebSocket(url, 'push-notification');
+          ws.onopen = () => ws.send(JSON.stringify(hello));
+          ws.onmessage = (e) => got.push(JSON.parse(e.data));
+          ws.onerror = () => reject(new Error('raw WebSocket failed'));
+          setTimeout(() => {
+            ws.close();
+            resolve(got);
+          }, ms);
+        }),
+      { url: `ws://127.0.0.1:${daemon.port}/`, hello, ms },
+    );
+  } finally {
+    await page.close();
+  }
+}
+
 async function waitState(page, state) {
   await page.locator(`#state[data-state="${state}"]`).waitFor();
 }
@@ -185,10 +212,15 @@ describe('demo page against simplepushd', () => {
     await item.waitFor();
     assert.equal(await item.getAttribute('data-data'), 'while you were away');
     assert.equal(await page.locator('#uaid').textContent(), uaid);
-    // It was acked: a reload does not bring it again.
-    await page.reload();
+    // The page acked it: a hello of our own with the page's uaid gets nothing pending.
+    const channelID = await page.locator('#channels tbody tr').getAttribute('data-channel');
+    await page.close();
+    await until('the daemon to see the page go', async () => (await daemon.clients()) === 0);
+    const raw = await rawHello(browser.ctx, daemon, { messageType: 'hello', uaid, channelIDs: [channelID] });
+    assert.deepEqual(raw, [{ messageType: 'hello', status: 200, uaid }]);
+    page = await watchedPage(browser.ctx, problems);
+    await page.goto(base);
     await waitState(page, 'ready');
-    await page.waitForTimeout(300);
     assert.equal(await page.locator('#notifications li').count(), 0);
   });
 
