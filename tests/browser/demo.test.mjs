@@ -202,6 +202,19 @@ describe('demo page against simplepushd', () => {
     await until('one device', async () => (await daemon.clients()) === 1);
   });
 
+  it('keeps a second tab in standby until the first one closes (one uaid, one socket)', async () => {
+    const second = await watchedPage(browser.ctx, problems);
+    await second.goto(base);
+    await waitState(second, 'standby');
+    await second.waitForTimeout(300);
+    assert.equal(await daemon.clients(), 1);
+    await page.close();
+    page = second;
+    await waitState(page, 'ready');
+    assert.equal(await page.locator('#uaid').textContent(), uaid);
+    await until('one device', async () => (await daemon.clients()) === 1);
+  });
+
   it('receives at the next hello what was sent while the page was closed', async () => {
     await page.close();
     await until('the daemon to see the page go', async () => (await daemon.clients()) === 0);
