@@ -69,7 +69,8 @@ struct pend {
 struct dev {
     int fd;
     uint8_t state;
-    bool want_out; /* EPOLLOUT is armed */
+    bool want_out;      /* EPOLLOUT is armed */
+    uint16_t pings_out; /* `{}` pings not answered yet */
     uint16_t n_pend, cap_pend;
     uint32_t in_len, out_len, frag_len;
     uint64_t t_start_ns;   /* connect() */
@@ -132,10 +133,11 @@ struct step {
     uint64_t acks;
     uint64_t lost, superseded, unanswered;
     uint64_t pings, pongs;
-    uint64_t unexpected;  /* other messages */
-    uint64_t lag_max_ns;  /* the most a tick ran behind the PUT schedule */
-    struct hist *lat;     /* e2e: notification received - version, us */
-    struct hist *put_rtt; /* PUT queued -> response, us */
+    uint64_t pings_unanswered; /* still unanswered when the drain ended */
+    uint64_t unexpected;       /* other messages */
+    uint64_t lag_max_ns;       /* the most a tick ran behind the PUT schedule */
+    struct hist *lat;          /* e2e: notification received - version, us */
+    struct hist *put_rtt;      /* PUT queued -> response, us */
     struct sample s0, s1;
 };
 
@@ -181,7 +183,9 @@ struct load {
     uint64_t n_pend; /* versions pending over every device */
     uint64_t pings_done;
     uint64_t ping_t0_ns;
+    uint64_t pings_out; /* over every device */
     bool pinging;
+    bool ping_resync; /* skip the pings that fell due while pinging was off */
     bool putting;
     uint64_t step_t0_ns;
     uint64_t step_sent;
@@ -211,6 +215,8 @@ void dev_fail(uint32_t i, enum dev_fail why);
 void dev_ping(uint32_t i);
 void dev_sweep_timeouts(uint64_t now_ns);
 void dev_close_all(void);
+/* Forgets every unanswered ping (after a drain counted them). */
+void dev_forget_pings(void);
 /* Takes version v off device i's pending list; returns whether it was there. */
 bool dev_pend_take(struct dev *d, uint64_t v);
 /* Marks version v of device i answered; returns whether it was still pending. */

@@ -74,6 +74,8 @@ void dev_fail(uint32_t i, enum dev_fail why)
         close(d->fd);
     d->fd = -1;
     dev_free_buffers(d);
+    L.pings_out -= d->pings_out;
+    d->pings_out = 0;
     if (d->state == DEV_READY) {
         L.n_ready--;
         L.fail_after[why]++;
@@ -315,6 +317,16 @@ static int dev_notification(uint32_t i, json_t *msg)
     return rc;
 }
 
+/* The answer `{}` to a ping. */
+static void dev_pong(struct dev *d)
+{
+    L.cur->pongs++;
+    if (d->pings_out) {
+        d->pings_out--;
+        L.pings_out--;
+    }
+}
+
 /* The status of a reply of type want, or -1 when msg is not one. */
 static int dev_reply_status(json_t *msg, const char *want)
 {
@@ -329,7 +341,7 @@ static int dev_message_simplepush(uint32_t i, const uint8_t *p, size_t len)
 {
     struct dev *d = &L.devs[i];
     if (d->state == DEV_READY && len == 2 && p[0] == '{' && p[1] == '}') {
-        L.cur->pongs++;
+        dev_pong(d);
         return 0;
     }
     json_t *msg = json_loadb((const char *)p, len, 0, NULL);
@@ -389,7 +401,7 @@ static int dev_message_nchan(uint32_t i, const uint8_t *p, size_t len)
 {
     struct dev *d = &L.devs[i];
     if (len == 2 && p[0] == '{' && p[1] == '}') {
-        L.cur->pongs++;
+        dev_pong(d);
         return 0;
     }
     uint64_t v = 0;
@@ -584,8 +596,18 @@ void dev_ping(uint32_t i)
 {
     if (L.devs[i].state != DEV_READY)
         return;
-    if (dev_send_frame(i, WIRE_OP_TEXT, "{}", 2) == 0)
+    if (dev_send_frame(i, WIRE_OP_TEXT, "{}", 2) == 0) {
         L.cur->pings++;
+        L.devs[i].pings_out++;
+        L.pings_out++;
+    }
+}
+
+void dev_forget_pings(void)
+{
+    for (uint32_t i = 0; i < L.n_devs; i++)
+        L.devs[i].pings_out = 0;
+    L.pings_out = 0;
 }
 
 void dev_sweep_timeouts(uint64_t now_ns)

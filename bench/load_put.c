@@ -346,6 +346,8 @@ void put_tick(uint64_t now_ns)
 
 bool put_idle(void)
 {
+    if (!L.hc)
+        return true;
     for (uint32_t k = 0; k < L.n_hconns; k++)
         if (L.hc[k].qlen)
             return false;
@@ -362,6 +364,8 @@ bool put_all_open(void)
 
 void put_drop_queued(void)
 {
+    if (!L.hc)
+        return;
     for (uint32_t k = 0; k < L.n_hconns; k++) {
         struct hconn *h = &L.hc[k];
         uint32_t keep = h->inflight ? 1 : 0;

@@ -475,6 +475,10 @@ static void tick(uint64_t now)
     if (L.pinging && L.ping_interval_s > 0) {
         uint64_t due =
             (uint64_t)((double)(now - L.ping_t0_ns) / 1e9 / L.ping_interval_s * (double)L.n_devs);
+        if (L.ping_resync) {
+            L.pings_done = due;
+            L.ping_resync = false;
+        }
         while (L.pings_done < due) {
             dev_ping((uint32_t)(L.pings_done % L.n_devs));
             L.pings_done++;
@@ -532,7 +536,23 @@ static bool all_done(void)
 
 static bool drained(void)
 {
-    return L.n_pend == 0 && put_idle();
+    return L.n_pend == 0 && put_idle() && L.pings_out == 0;
+}
+
+/*
+ * Stops pinging and waits (at most --drain seconds) until every version and every ping sent
+ * so far has arrived, so that what a step sent is counted in that step; unanswered pings go
+ * to s. Pinging then resumes on its schedule, skipping what fell due meanwhile.
+ */
+static void quiesce(struct step *s)
+{
+    bool pinging = L.pinging;
+    L.pinging = false;
+    run_until(drained, L.drain_s);
+    s->pings_unanswered += L.pings_out;
+    dev_forget_pings();
+    L.pinging = pinging;
+    L.ping_resync = true;
 }
 
 static void on_signal(int sig)
@@ -605,8 +625,8 @@ static void phase_step(int k)
     run_until(NULL, L.duration_s);
     L.putting = false;
     s->duration_s = (double)(load_mono_ns() - L.step_t0_ns) / 1e9;
+    quiesce(s);
     if (s->rate > 0) {
-        run_until(drained, L.drain_s);
         put_drop_queued();
         settle_pending(s);
     }
@@ -649,7 +669,7 @@ static uint64_t sum_fails(const uint64_t *f)
 static uint64_t step_errors(const struct step *s)
 {
     return s->put_skipped + s->put_dropped + s->put_conn_errors + s->put_unsent + s->put_bad +
-           s->unanswered + s->unexpected;
+           s->unanswered + s->unexpected + s->pings_unanswered;
 }
 
 static json_t *jstep(const struct step *s)
@@ -688,6 +708,7 @@ static json_t *jstep(const struct step *s)
         {"unanswered", s->unanswered},
         {"pings", s->pings},
         {"pongs", s->pongs},
+        {"pings_unanswered", s->pings_unanswered},
         {"unexpected", s->unexpected},
     };
     for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++)
@@ -856,7 +877,8 @@ static int report(bool interrupted, const struct sample *settled, const struct s
     }
     json_object_set_new(root, "steps", steps);
     uint64_t errors = sum_fails(L.fail_before) + sum_fails(L.fail_after) + serr +
-                      L.protocol_errors + c->unexpected + (L.n_devs - L.n_started);
+                      L.protocol_errors + c->unexpected + c->pings_unanswered +
+                      (L.n_devs - L.n_started);
     json_object_set_new(root, "totals",
                         json_pack("{s:I,s:I,s:I,s:I,s:I}", "puts", (json_int_t)puts, "put_ok",
                                   (json_int_t)ok, "delivered", (json_int_t)delivered, "lost",
@@ -1004,6 +1026,7 @@ int main(int argc, char **argv)
     L.pinging = true;
     L.ping_t0_ns = load_mono_ns();
     run_until(NULL, L.settle_s);
+    quiesce(&L.connect);
     struct sample settled;
     take_sample(&settled);
     if (L.ready_file) {
