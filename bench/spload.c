@@ -93,7 +93,8 @@ static void usage(FILE *f)
             "  --ping-interval S           `{}` ping per device every S seconds, 0 = none\n"
             "  --settle S                  wait after the connect phase (default 2)\n"
             "  --put-rate R[,R...]         PUTs per second, one step per rate (default 0)\n"
-            "  --duration S                seconds per step (default 10)\n"
+            "  --duration S                seconds per step (default 10); 0 with no\n"
+            "                              --put-rate: no step, only the connect phase\n"
             "  --drain S                   most seconds to wait for late versions (default 3)\n"
             "  --http-conns K              keep-alive HTTP connections (default 32)\n"
             "  --server-pid PID            sample this process's CPU and RSS (the server)\n"
@@ -386,6 +387,8 @@ static int parse_options(int argc, char **argv)
         return -1;
     }
     L.put_port = put_port ? (uint16_t)put_port : L.port;
+    if (L.duration_s == 0 && L.n_rates == 1 && L.rates[0] == 0)
+        L.n_rates = 0; /* connect (and settle) only: no step at all */
     bool puts = false;
     for (int k = 0; k < L.n_rates; k++)
         puts |= L.rates[k] > 0;
