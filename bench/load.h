@@ -85,6 +85,7 @@ struct dev {
 
 struct putreq {
     uint32_t dev;
+    uint32_t retries; /* sent again after its connection closed before any answer */
     uint64_t version;
     uint64_t t_ns; /* when the tick sent (or queued) it */
 };
@@ -123,7 +124,8 @@ struct step {
     uint64_t put_dropped;    /* due while every HTTP queue was full */
     uint64_t put_collisions; /* sent to a device that still had one pending */
     uint64_t put_conn_errors;
-    uint64_t put_unsent; /* still queued when the drain ended */
+    uint64_t put_retries; /* re-sent once: the server closed an idle keep-alive connection */
+    uint64_t put_unsent;  /* still queued when the drain ended */
     uint64_t status[LOAD_STATUS_MAX];
     uint64_t put_ok, put_bad;
     uint64_t messages;  /* notification messages */

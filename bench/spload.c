@@ -621,6 +621,14 @@ static void phase_step(int k)
     struct step *s = &L.steps[k];
     s->rate = L.rates[k];
     L.cur = s;
+    if (s->rate > 0 && L.hc) {
+        /* Fresh connections for each PUT step; none stay open through an idle step. */
+        if (put_open_all() < 0)
+            fprintf(stderr, "spload: cannot open the HTTP connections: %s\n", strerror(errno));
+        run_until(put_all_open, 5);
+        if (!put_all_open())
+            fprintf(stderr, "spload: not every HTTP connection opened\n");
+    }
     take_sample(&s->s0);
     L.step_t0_ns = load_mono_ns();
     L.step_sent = 0;
@@ -631,6 +639,7 @@ static void phase_step(int k)
     quiesce(s);
     if (s->rate > 0) {
         put_drop_queued();
+        put_close_all();
         settle_pending(s);
     }
     take_sample(&s->s1);
@@ -697,6 +706,7 @@ static json_t *jstep(const struct step *s)
         {"put_ok", s->put_ok},
         {"put_bad", s->put_bad},
         {"put_conn_errors", s->put_conn_errors},
+        {"put_retries", s->put_retries},
         {"put_skipped", s->put_skipped},
         {"put_dropped", s->put_dropped},
         {"put_unsent", s->put_unsent},
@@ -979,8 +989,10 @@ static int setup(void)
         L.hc = calloc(L.n_hconns, sizeof(*L.hc));
         if (!L.hc)
             return -1;
-        for (uint32_t k = 0; k < L.n_hconns; k++)
+        for (uint32_t k = 0; k < L.n_hconns; k++) {
             L.hc[k].fd = -1;
+            L.hc[k].reconnect_ns = UINT64_MAX; /* put_open_all opens them */
+        }
     }
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
@@ -1037,15 +1049,6 @@ int main(int argc, char **argv)
         if (f) {
             fprintf(f, "%u\n", L.n_ready);
             fclose(f);
-        }
-    }
-    if (L.hc && !L.stop) {
-        if (put_open_all() < 0) {
-            fprintf(stderr, "spload: cannot open the HTTP connections: %s\n", strerror(errno));
-        } else {
-            run_until(put_all_open, 5);
-            if (!put_all_open())
-                fprintf(stderr, "spload: not every HTTP connection opened\n");
         }
     }
     for (int k = 0; k < L.n_rates && !L.stop; k++)
