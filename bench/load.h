@@ -1,7 +1,7 @@
 /*
  * load: the state spload's event loop drives, shared by its parts: the devices (one
  * WebSocket client each, load_dev.c), the PUT driver (keep-alive HTTP/1.1 connections,
- * load_put.c), and the phases and the report (spload.c).
+ * load_put.c), the report (load_report.c), and the options, phases and loop (spload.c).
  *
  * One thread, one epoll instance, no locks. Everything lives in the one struct load `L`.
  *
@@ -85,6 +85,7 @@ struct dev {
 
 struct putreq {
     uint32_t dev;
+    uint32_t retries; /* sent again after its connection closed before any answer */
     uint64_t version;
     uint64_t t_ns; /* when the tick sent (or queued) it */
 };
@@ -123,7 +124,8 @@ struct step {
     uint64_t put_dropped;    /* due while every HTTP queue was full */
     uint64_t put_collisions; /* sent to a device that still had one pending */
     uint64_t put_conn_errors;
-    uint64_t put_unsent; /* still queued when the drain ended */
+    uint64_t put_retries; /* re-sent once: the server closed an idle keep-alive connection */
+    uint64_t put_unsent;  /* still queued when the drain ended */
     uint64_t status[LOAD_STATUS_MAX];
     uint64_t put_ok, put_bad;
     uint64_t messages;  /* notification messages */
@@ -232,6 +234,13 @@ bool put_idle(void);
 bool put_all_open(void);
 void put_drop_queued(void);
 void put_close_all(void);
+
+/*
+ * The report (load_report.c): the JSON on stdout and the summary on stderr. Returns the exit
+ * status: 0 when every device was ready and nothing failed or was lost, else 3.
+ */
+int report_write(bool interrupted, uint32_t ready_after_connect, const struct sample *settled,
+                 const struct sample *end);
 
 /* epoll tags: the kind in the high half, the index in the low half. */
 #define TAG_DEV           1ull

@@ -62,7 +62,12 @@ static int hc_connect(uint32_t k)
     return 0;
 }
 
-/* Drops connection k; its request in flight is an error, its queue waits for a reconnect. */
+/*
+ * Drops connection k; its queue waits for a reconnect. The request in flight is sent once
+ * more when no byte of an answer had come (the server closed an idle keep-alive connection
+ * as the request went out, a race every HTTP client meets; PUT is idempotent), otherwise it
+ * is an error.
+ */
 static void hc_drop(uint32_t k)
 {
     struct hconn *h = &L.hc[k];
@@ -71,7 +76,11 @@ static void hc_drop(uint32_t k)
     h->fd = -1;
     h->state = HC_CLOSED;
     h->reconnect_ns = load_mono_ns() + PUT_RECONNECT_NS;
-    if (h->inflight) {
+    if (h->inflight && h->in_len == 0 && h->q[h->qhead].retries == 0) {
+        h->q[h->qhead].retries++;
+        h->inflight = false;
+        L.cur->put_retries++;
+    } else if (h->inflight) {
         struct putreq *r = &h->q[h->qhead];
         L.cur->put_conn_errors++;
         dev_pend_take(&L.devs[r->dev], r->version);
@@ -245,8 +254,7 @@ void put_event(uint32_t k, uint32_t events)
 int put_open_all(void)
 {
     for (uint32_t k = 0; k < L.n_hconns; k++) {
-        L.hc[k].fd = -1;
-        if (hc_connect(k) < 0)
+        if (L.hc[k].state == HC_CLOSED && hc_connect(k) < 0)
             return -1;
     }
     return 0;
@@ -328,6 +336,7 @@ void put_schedule(uint64_t now_ns)
     struct hconn *h = &L.hc[k];
     struct putreq *r = &h->q[(h->qhead + h->qlen) % LOAD_HQ_CAP];
     r->dev = (uint32_t)i;
+    r->retries = 0;
     r->version = v;
     r->t_ns = now_ns;
     h->qlen++;
@@ -335,6 +344,7 @@ void put_schedule(uint64_t now_ns)
     hc_kick((uint32_t)k);
 }
 
+/* Reconnects dropped connections (never before put_open_all: reconnect_ns starts at max). */
 void put_tick(uint64_t now_ns)
 {
     for (uint32_t k = 0; k < L.n_hconns; k++) {
@@ -383,9 +393,14 @@ void put_close_all(void)
     if (!L.hc)
         return;
     for (uint32_t k = 0; k < L.n_hconns; k++) {
-        if (L.hc[k].fd >= 0)
-            close(L.hc[k].fd);
-        L.hc[k].fd = -1;
-        L.hc[k].state = HC_CLOSED;
+        struct hconn *h = &L.hc[k];
+        if (h->fd >= 0)
+            close(h->fd);
+        h->fd = -1;
+        h->state = HC_CLOSED;
+        h->inflight = false;
+        h->qhead = h->qlen = 0;
+        h->in_len = h->out_len = h->out_off = 0;
+        h->reconnect_ns = UINT64_MAX; /* until put_open_all */
     }
 }

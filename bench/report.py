@@ -153,8 +153,9 @@ def storm_section(runs):
 
 
 def notify_table(run, aux_label=None):
-    header = ["PUT/s", "PUTs", "delivered", "lost", "errors", "e2e p50 (ms)", "p99 (ms)",
-              "p99.9 (ms)", "max (ms)", "server CPU (%)", "server CPU per notification (µs)"]
+    header = ["PUT/s", "PUTs sent", "delivered", "lost", "superseded", "not sent (queues full)",
+              "other errors", "e2e p50 (ms)", "p99 (ms)", "p99.9 (ms)", "max (ms)",
+              "server CPU (%)", "server CPU per notification (µs)"]
     if aux_label:
         header += [aux_label + " CPU per notification (µs)"]
     header += ["generator CPU (%)"]
@@ -163,9 +164,13 @@ def notify_table(run, aux_label=None):
         if not s["put_rate"]:
             continue
         lat = s["latency_us"]
-        row = [num(s["put_rate"], 0), num(s["puts"]), num(s["delivered"]),
-               num(s["lost"] + s["superseded"]), num(s["errors"]), ms(lat["p50"]), ms(lat["p99"]),
-               ms(lat["p999"]), ms(lat["max"]), num(s["server_cpu_pct"], 1),
+        not_sent = s["put_dropped"] + s["put_skipped"]
+        cpu = num(s["server_cpu_pct"], 1)
+        if s["server_cpu_pct"] is not None and s["server_cpu_pct"] > 90:
+            cpu += " (saturated)"
+        row = [num(s["put_rate"], 0), num(s["puts"]), num(s["delivered"]), num(s["lost"]),
+               num(s["superseded"]), num(not_sent), num(s["errors"] - not_sent),
+               ms(lat["p50"]), ms(lat["p99"]), ms(lat["p999"]), ms(lat["max"]), cpu,
                num(s["server_cpu_us_per_notification"], 1)]
         if aux_label:
             aux = s.get("aux") or [{}]
@@ -268,6 +273,8 @@ def bar_rows(runs, dirname):
                 extra = ""
                 if name == "notify-memcached" and s.get("aux"):
                     extra = " (+ %s µs in memcached)" % num(s["aux"][0]["cpu_us_per_notification"], 1)
+                if s["server_cpu_pct"] is not None and s["server_cpu_pct"] > 90:
+                    extra += "; the server is saturated at this rate"
                 rows.append(["Server CPU per PUT→notification→ack, %s, at %s/s" % (label, num(BAR_RATE)),
                              "≤ %d µs" % bar, "%s µs%s" % (num(v, 1), extra),
                              verdict(v is not None and v <= bar)])
