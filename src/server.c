@@ -28,7 +28,7 @@
 #include "simplepushd/udp.h"
 
 /* lws's receive buffer per WebSocket: messages are small, bigger ones are reassembled. */
-#define DEVICE_RX_BUFFER 256
+#define DEVICE_RX_BUFFER 128
 /* Largest chunk lws may write at once; a notification must not be split. */
 #define DEVICE_TX_PACKET 65536
 /* HTTP header tables lws may hold at once (handshakes and requests in flight). */

@@ -26,7 +26,7 @@
 #include "store_backend.h"
 
 #define MEM_MIN_BUCKETS 64
-#define MEM_MIN_CHANS   8
+#define MEM_MIN_CHANS   2 /* most devices hold one channel: 2 slots of 64 bytes, not 8 */
 #define MEM_TICK_MS     1000
 #define MEM_SWEEP_MIN   256 /* buckets per sweep, at least, */
 #define MEM_SWEEP_SHIFT 5   /* and 1/32 of the table: a full pass every 32 s at most */
