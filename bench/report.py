@@ -349,6 +349,7 @@ def charts(runs, outdir):
         rows = idle_rows(runs)
         if rows:
             with open(os.path.join(tmp, "rss.dat"), "w") as f:
+                f.write("0 %.3f 0\n" % ((rows[0]["rss_empty_kb"] or 0) / 1024.0))
                 for x in rows:
                     f.write("%d %.3f %.3f\n" % (x["devices"], (x["rss_kb"] or 0) / 1024.0,
                                                 (x["per_device"] or 0)))
