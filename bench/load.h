@@ -113,6 +113,8 @@ struct sample {
     struct procstat srv;
     bool aux_ok[LOAD_MAX_AUX];
     struct procstat aux[LOAD_MAX_AUX];
+    bool cpus_ok;
+    struct procstat_cpus cpus; /* the whole host: shows load from other processes */
 };
 
 /* Counters of one step (one PUT rate), or of the connect phase. */

@@ -142,7 +142,35 @@ static json_t *jstep(const struct step *s)
                            jnum(s->matched ? a * 1e6 / (double)s->matched : NAN)));
     }
     json_object_set_new(o, "aux", aux);
+    /*
+     * Every CPU's busy share over the step, and what of CPU 0 (where bench/run pins the
+     * server) and of CPU 1 (spload and memcached) our processes do not explain: other
+     * processes on a shared host.
+     */
     double gen = gen_cpu_s(&s->s0, &s->s1) / span * 100;
+    double ours1 = gen;
+    for (int k = 0; k < L.n_aux; k++) {
+        double a = aux_cpu_s(&s->s0, &s->s1, k);
+        if (isfinite(a))
+            ours1 += a / span * 100;
+    }
+    json_t *busy = json_array();
+    double others0 = NAN, others1 = NAN;
+    if (s->s0.cpus_ok && s->s1.cpus_ok) {
+        for (int c = 0; c < s->s1.cpus.n && c < s->s0.cpus.n; c++) {
+            uint64_t t = s->s1.cpus.total[c] - s->s0.cpus.total[c];
+            double pct =
+                t ? (double)(s->s1.cpus.busy[c] - s->s0.cpus.busy[c]) * 100.0 / (double)t : NAN;
+            json_array_append_new(busy, jnum(pct));
+            if (c == 0 && isfinite(cpu))
+                others0 = fmax(0.0, pct - cpu / span * 100);
+            if (c == 1)
+                others1 = fmax(0.0, pct - ours1);
+        }
+    }
+    json_object_set_new(o, "host_cpu_busy_pct", busy);
+    json_object_set_new(o, "cpu0_others_pct", jnum(others0));
+    json_object_set_new(o, "cpu1_others_pct", jnum(others1));
     json_object_set_new(o, "generator_cpu_pct", jnum(gen));
     json_object_set_new(o, "generator_bound", json_boolean(gen > 80));
     json_object_set_new(o, "errors", json_integer((json_int_t)step_errors(s)));

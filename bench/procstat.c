@@ -109,3 +109,26 @@ int procstat_read(pid_t pid, struct procstat *out)
     out->threads = 1;
     return procstat_stat(pid, &out->cpu_ns);
 }
+
+int procstat_cpus_read(struct procstat_cpus *out)
+{
+    memset(out, 0, sizeof(*out));
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    while (fgets(line, sizeof(line), f) && out->n < PROCSTAT_MAX_CPUS) {
+        int cpu;
+        unsigned long long v[8] = {0};
+        if (sscanf(line, "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1], &v[2],
+                   &v[3], &v[4], &v[5], &v[6], &v[7]) != 9 ||
+            cpu != out->n)
+            continue;
+        /* user nice system idle iowait irq softirq steal */
+        out->busy[out->n] = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+        out->total[out->n] = out->busy[out->n] + v[3] + v[4];
+        out->n++;
+    }
+    fclose(f);
+    return out->n > 0 ? 0 : -1;
+}

@@ -22,4 +22,16 @@ struct procstat {
 /* Samples process pid into out. Returns 0, or -1 when the process is gone or unreadable. */
 int procstat_read(pid_t pid, struct procstat *out);
 
+#define PROCSTAT_MAX_CPUS 8
+
+/* The busy and total time (clock ticks) of each CPU, from /proc/stat. */
+struct procstat_cpus {
+    int n;                             /* CPUs read, at most PROCSTAT_MAX_CPUS */
+    uint64_t busy[PROCSTAT_MAX_CPUS];  /* user + nice + system + irq + softirq + steal */
+    uint64_t total[PROCSTAT_MAX_CPUS]; /* busy + idle + iowait */
+};
+
+/* Samples every CPU's times into out. Returns 0, or -1 when /proc/stat is unreadable. */
+int procstat_cpus_read(struct procstat_cpus *out);
+
 #endif

@@ -25,6 +25,9 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# Said of a figure measured while other processes used more than 10% of a CPU of ours.
+NOISY = " ⚠ other processes were busy on our CPUs during this step (see the tables)"
+
 # The bar of issue 6.
 BAR_RSS_BYTES = 2048
 BAR_IDLE_PCT = 2.0
@@ -72,6 +75,18 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def noise(step):
+    """'a / b': the % of CPU 0 and CPU 1 that other processes of the host used in a step."""
+    a, b = step.get("cpu0_others_pct"), step.get("cpu1_others_pct")
+    if a is None and b is None:
+        return "–"
+    return "%s / %s" % (num(a, 0), num(b, 0))
+
+
+def noisy(step, limit=10.0):
+    return any((step.get(k) or 0) > limit for k in ("cpu0_others_pct", "cpu1_others_pct"))
+
+
 def step_rate_map(run):
     return {int(s["put_rate"]): s for s in run.get("steps", [])}
 
@@ -98,6 +113,8 @@ def idle_rows(runs):
             "window": window,
             "connect_us": r["connect"].get("server_cpu_us_per_device"),
             "errors": r.get("errors"),
+            "noise": noise(st) if st else "–",
+            "noisy": noisy(st) if st else False,
         })
     return rows
 
@@ -108,11 +125,12 @@ def idle_section(runs):
         return ""
     t = table(["devices ready", "RSS empty (MB)", "RSS connected (MB)", "RSS per device (B)",
                "server CPU idle (% of a core)", "pings/s", "CPU per ping (µs)",
-               "connect+hello+register CPU per device (µs)", "errors"],
+               "connect+hello+register CPU per device (µs)", "errors",
+               "other processes on CPU 0 / 1 (%)"],
               [["%s / %s" % (num(x["devices"]), num(x["requested"])),
                 num((x["rss_empty_kb"] or 0) / 1024.0, 1), num((x["rss_kb"] or 0) / 1024.0, 1),
                 num(x["per_device"], 0), num(x["idle_pct"], 2), num(x["pings_per_s"], 0),
-                num(x["us_per_ping"], 1), num(x["connect_us"], 0), num(x["errors"])]
+                num(x["us_per_ping"], 1), num(x["connect_us"], 0), num(x["errors"]), x["noise"]]
                for x in rows])
     return "### Idle registered devices, `{}` ping every 60 s\n\n" + t
 
@@ -158,7 +176,7 @@ def notify_table(run, aux_label=None):
               "server CPU (%)", "server CPU per notification (µs)"]
     if aux_label:
         header += [aux_label + " CPU per notification (µs)"]
-    header += ["generator CPU (%)"]
+    header += ["generator CPU (%)", "other processes on CPU 0 / 1 (%)"]
     rows = []
     for s in run.get("steps", []):
         if not s["put_rate"]:
@@ -176,6 +194,7 @@ def notify_table(run, aux_label=None):
             aux = s.get("aux") or [{}]
             row.append(num(aux[0].get("cpu_us_per_notification"), 1))
         row.append(num(s["generator_cpu_pct"], 0) + (" (bound)" if s["generator_bound"] else ""))
+        row.append(noise(s))
         rows.append(row)
     return table(header, rows)
 
@@ -252,7 +271,8 @@ def bar_rows(runs, dirname):
                      "%s B" % num(v, 0), verdict(v is not None and v <= BAR_RSS_BYTES)])
         v = top["idle_pct"]
         rows.append(["CPU, 19k idle devices pinging every 60 s", "≤ 2% of a core",
-                     "%s%% (%s µs per ping)" % (num(v, 2), num(top["us_per_ping"], 1)),
+                     "%s%% (%s µs per ping)%s" % (num(v, 2), num(top["us_per_ping"], 1),
+                                                 NOISY if top["noisy"] else ""),
                      verdict(v is not None and v <= BAR_IDLE_PCT)])
     storm = {x["devices"]: x for x in storm_rows(runs)}
     if storm:
@@ -275,6 +295,8 @@ def bar_rows(runs, dirname):
                     extra = " (+ %s µs in memcached)" % num(s["aux"][0]["cpu_us_per_notification"], 1)
                 if s["server_cpu_pct"] is not None and s["server_cpu_pct"] > 90:
                     extra += "; the server is saturated at this rate"
+                if noisy(s):
+                    extra += NOISY
                 rows.append(["Server CPU per PUT→notification→ack, %s, at %s/s" % (label, num(BAR_RATE)),
                              "≤ %d µs" % bar, "%s µs%s" % (num(v, 1), extra),
                              verdict(v is not None and v <= bar)])
@@ -283,9 +305,9 @@ def bar_rows(runs, dirname):
         if s:
             v = s["latency_us"]["p99"]
             rows.append(["e2e p99 at 5,000 notifications/s, 19k devices", "≤ 5 ms",
-                         "%s ms (p50 %s, p99.9 %s; lost %s)" % (
+                         "%s ms (p50 %s, p99.9 %s; lost %s)%s" % (
                              ms(v), ms(s["latency_us"]["p50"]), ms(s["latency_us"]["p999"]),
-                             num(s["lost"])),
+                             num(s["lost"]), NOISY if noisy(s) else ""),
                          verdict(v is not None and v <= BAR_P99_MS * 1000 and s["lost"] == 0)])
     a, b = runs.get("nchan-simplepushd"), runs.get("nchan-nchan")
     if a and b:
@@ -327,6 +349,7 @@ def charts(runs, outdir):
         rows = idle_rows(runs)
         if rows:
             with open(os.path.join(tmp, "rss.dat"), "w") as f:
+                f.write("0 %.3f 0\n" % ((rows[0]["rss_empty_kb"] or 0) / 1024.0))
                 for x in rows:
                     f.write("%d %.3f %.3f\n" % (x["devices"], (x["rss_kb"] or 0) / 1024.0,
                                                 (x["per_device"] or 0)))
@@ -464,8 +487,11 @@ METHOD = """\
   the embedded store unless memcached is named. nchan: nginx with one worker, the
   configuration of `shared/reference/performance-anchors.md` §6 (memory store, a message
   buffer of 1, `{}` heartbeats answered), written by `bench/run`.
-* **Noise.** The machine has 2 vCPUs shared with other work; the load average at the start
-  and end of the run is given above. CPU time per event holds up far better than
+* **Noise.** The machine has 2 vCPUs shared with other work (other builds, tests and
+  fuzzers run beside the benchmark); the load average at the start and end of the run is
+  given above, and each step's row says how much of CPU 0 and CPU 1 *other* processes used
+  during it (`/proc/stat` busy time minus the server's, the generator's and memcached's own
+  CPU). A figure measured while they used more than 10% is flagged ⚠ in the bar table. CPU time per event holds up far better than
   throughput or latency under such sharing, which is why the bar is written in CPU per
   event. Latency tails (p99.9, max) move with whatever else the host runs: compare them
   between runs with care. `bench/run report` runs short steps (10–15 s); `bench/run

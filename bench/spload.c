@@ -427,6 +427,7 @@ static void take_sample(struct sample *s)
     s->srv_ok = L.srv_pid && procstat_read(L.srv_pid, &s->srv) == 0;
     for (int k = 0; k < L.n_aux; k++)
         s->aux_ok[k] = procstat_read(L.aux_pid[k], &s->aux[k]) == 0;
+    s->cpus_ok = procstat_cpus_read(&s->cpus) == 0;
 }
 
 /* ---- the loop ---- */
