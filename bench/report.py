@@ -544,7 +544,7 @@ def markdown(dirname, outpath):
                "```sh\n"
                "bench/run report     # short versions of everything, rewrites this page (~8 min)\n"
                "bench/run idle       # or storm, notify, nchan: the full scenario\n"
-               "bench/run profile notify   # perf profile of the server (or idle, storm)\n"
+               "bench/run profile notify   # perf profile of the server (or notify-memcached, idle, storm)\n"
                "```\n\n"
                "`bench/run` builds a RelWithDebInfo tree in `build-bench/`, writes a config per "
                "server (ports chosen above the ephemeral range), pins the processes and ends "
