@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "simplepushd/log.h"
+#include "simplepushd/router.h"
 #include "simplepushd/token.h"
 #include "simplepushd/udp.h"
 
@@ -70,6 +71,7 @@ struct cfg_key {
 static int check_url_template(const char *value, char *reason, size_t len);
 static int check_token_keys(const char *value, char *reason, size_t len);
 static int check_hostport(const char *value, char *reason, size_t len);
+static int check_node(const char *value, char *reason, size_t len);
 static int parse_log_level(const char *value);
 static int parse_log_format(const char *value);
 
@@ -116,6 +118,9 @@ static const struct cfg_key keys[] = {
                "address of the internal listener (routing between nodes, metrics)"),
     KEY_NUM("internal.port", CFG_INT, internal_port, 8081, 0, 65535, false, false,
             "port of the internal listener; 0 picks a free port"),
+    KEY_STRING("internal.advertise", internal_advertise, NULL, false, check_node,
+               "IP:port other nodes reach this node's internal listener at; default "
+               "internal.host:internal.port"),
     KEY_STRING("ssl.certfile", ssl_certfile, NULL, false, NULL,
                "PEM certificate (chain) for TLS on the public listener"),
     KEY_STRING("ssl.keyfile", ssl_keyfile, NULL, false, NULL,
@@ -372,6 +377,17 @@ static int check_token_keys(const char *value, char *reason, size_t len)
 static int check_hostport(const char *value, char *reason, size_t len)
 {
     return udp_check_hostport(value, reason, len);
+}
+
+static int check_node(const char *value, char *reason, size_t len)
+{
+    char host[64];
+    int port;
+    if (router_parse_node(value, host, sizeof(host), &port)) {
+        snprintf(reason, len, "must be IPv4:port or [IPv6]:port");
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- the table ---- */

@@ -24,6 +24,7 @@
 #include "simplepushd/message.h"
 #include "simplepushd/metrics.h"
 #include "simplepushd/registry.h"
+#include "simplepushd/router.h"
 #include "simplepushd/server.h"
 #include "simplepushd/store.h"
 #include "simplepushd/token.h"
@@ -67,7 +68,13 @@ struct device_session {
     char *rx;                /* reassembly buffer, only while a fragmented message arrives */
     uint32_t rx_len, rx_cap;
     uint32_t out_bytes;
-    uint32_t hello_due, pong_due, resend_due; /* timers_now() seconds, 0 = none */
+    /* timers_now() seconds, 0 = none; hello_due until READY, host_due (the refresh of the
+     * host record, SPEC §9) from then on. */
+    union {
+        uint32_t hello_due;
+        uint32_t host_due;
+    };
+    uint32_t pong_due, resend_due;
     uint64_t last_ping_ms;
     uint8_t uaid[IDS_BYTES];
     struct ids_spelling uaid_sp;
@@ -247,7 +254,7 @@ static int on_writeable(struct device_session *s)
 static void rearm(struct device_session *s)
 {
     uint32_t due = 0;
-    if (s->state != SESSION_READY && s->hello_due)
+    if (s->hello_due) /* or host_due */
         due = s->hello_due;
     if (s->pong_due && (!due || s->pong_due < due))
         due = s->pong_due;
@@ -263,6 +270,8 @@ static void rearm(struct device_session *s)
 
 static void submit_fetch(struct device_session *s);
 static void run_deferred(struct device_session *s);
+static void submit_host(struct device_session *s, enum store_op op);
+static void arm_host_refresh(struct device_session *s);
 
 void device_on_timer(struct timers_node *node, void *arg)
 {
@@ -291,6 +300,10 @@ void device_on_timer(struct timers_node *node, void *arg)
         s->rx_since_ping = false;
         s->pong_due = now + secs(cfg->client_pong_interval_ms);
         lws_callback_on_writable(s->wsi);
+    }
+    if (s->state == SESSION_READY && s->host_due && now >= s->host_due) {
+        arm_host_refresh(s);
+        submit_host(s, STORE_HOST_REFRESH);
     }
     if (s->state == SESSION_READY && s->resend_due && now >= s->resend_due) {
         s->resend_due = now + secs(cfg->client_resend_interval_ms);
@@ -340,11 +353,65 @@ bool device_drain(void *session)
     return true;
 }
 
+/* The connection's generation in host records: unique on this node, unguessable elsewhere. */
+static uint64_t session_gen(const struct device_session *s)
+{
+    return s->id ^ server_self->gen_key;
+}
+
+int device_kick(const uint8_t uaid[IDS_BYTES], uint64_t gen)
+{
+    struct device_session *s = registry_find_uaid(server_self->reg, uaid);
+    if (!s || s->close_code || session_gen(s) != gen)
+        return -1;
+    log_debug("device", "session %llu: its uaid said hello on another node",
+              (unsigned long long)s->id);
+    close_session(s, CLOSE_POLICY, true);
+    metrics.kicks++;
+    return 0;
+}
+
+/*
+ * Deliveries that found no ready session, by uaid, in a direct-mapped table. An update
+ * stored while its device's hello is with the store may have been stored after the hello
+ * read the pending updates, and then found the session not yet ready: the hello reads them
+ * again when a miss for its uaid came after it was submitted. A slot taken over by another
+ * uaid only leaves the update to the next hello or resend.
+ */
+#define MISS_SLOTS 1024
+
+static struct {
+    uint8_t uaid[IDS_BYTES];
+    uint64_t at_ns;
+} misses[MISS_SLOTS];
+
+static size_t miss_slot(const uint8_t uaid[IDS_BYTES])
+{
+    uint32_t h;
+    memcpy(&h, uaid + IDS_BYTES - sizeof(h), sizeof(h));
+    return (h ^ (uint32_t)server_self->gen_key) & (MISS_SLOTS - 1);
+}
+
+static void note_miss(const uint8_t uaid[IDS_BYTES])
+{
+    size_t i = miss_slot(uaid);
+    memcpy(misses[i].uaid, uaid, IDS_BYTES);
+    misses[i].at_ns = uv_hrtime();
+}
+
+static bool missed_since(const uint8_t uaid[IDS_BYTES], uint64_t since_ns)
+{
+    size_t i = miss_slot(uaid);
+    return misses[i].at_ns >= since_ns && !memcmp(misses[i].uaid, uaid, IDS_BYTES);
+}
+
 int device_deliver(const uint8_t uaid[IDS_BYTES], const struct store_update *update)
 {
     struct device_session *s = registry_find_uaid(server_self->reg, uaid);
-    if (!s || s->state != SESSION_READY || s->close_code)
+    if (!s || s->state != SESSION_READY || s->close_code) {
+        note_miss(uaid);
         return -1;
+    }
     return send_updates(s, update, 1);
 }
 
@@ -406,6 +473,58 @@ static void queue_hello_reply(struct device_session *s)
     queue_owned(s, text, len);
 }
 
+/*
+ * The older socket of a uaid on another node has been told to close (or could not be
+ * reached). Updates that node delivered to it meanwhile were stored first: read them again.
+ */
+static void kick_done(uint64_t owner, int status, void *arg)
+{
+    struct device_session *s = registry_find(server_self->reg, owner);
+    (void)arg;
+    metrics_route_kick(status);
+    if (s && s->state == SESSION_READY && !s->close_code)
+        submit_fetch(s);
+}
+
+static void kick_remote(struct device_session *s, const char *node, uint64_t gen)
+{
+    if (router_kick(server_self->router, node, s->uaid, gen, s->id, kick_done, NULL))
+        metrics_route_kick(ROUTER_FAILED);
+}
+
+static void host_done(struct store_req *req)
+{
+    struct device_session *s = owner_of(req);
+    if (s && req->op == STORE_HOST_REFRESH && req->status == STORE_GONE && !s->close_code) {
+        log_debug("device", "session %llu: its uaid is held by a newer connection elsewhere",
+                  (unsigned long long)s->id);
+        close_session(s, CLOSE_POLICY, true);
+    }
+    free_req(req);
+}
+
+/* Host record requests for this connection (no-ops on one node). */
+static void submit_host(struct device_session *s, enum store_op op)
+{
+    if (!server_self->node[0] || !server_self->store)
+        return;
+    struct store_req *req = new_req(s, op, NULL, op == STORE_HOST_CLEAR ? NULL : host_done);
+    if (!req)
+        return;
+    memcpy(req->node, server_self->node, sizeof(req->node));
+    req->gen = session_gen(s);
+    store_submit(server_self->store, req);
+}
+
+/* The host record lives storage.timeout_live: it is written again at half that age. */
+static void arm_host_refresh(struct device_session *s)
+{
+    s->host_due = 0;
+    if (server_self->node[0])
+        s->host_due =
+            timers_now(server_self->timers) + secs(server_self->cfg->storage_timeout_live_ms / 2);
+}
+
 static void hello_done(struct store_req *req)
 {
     struct device_session *s = owner_of(req);
@@ -439,8 +558,11 @@ static void hello_done(struct store_req *req)
         close_session(previous, CLOSE_POLICY, true);
         metrics.kicks++;
     }
+    if (req->host[0] && strcmp(req->host, server_self->node))
+        kick_remote(s, req->host, req->host_gen);
     s->state = SESSION_READY;
     s->hello_due = 0;
+    arm_host_refresh(s);
     metrics.hellos++;
     if (req->reset)
         metrics.hello_resets++;
@@ -448,6 +570,8 @@ static void hello_done(struct store_req *req)
     queue_hello_reply(s);
     if (req->n_updates)
         send_updates(s, req->updates, req->n_updates);
+    if (!req->reset && missed_since(s->uaid, req->submitted_ns))
+        submit_fetch(s);
     if (server_self->cfg->client_resend_interval_ms)
         s->resend_due =
             timers_now(server_self->timers) + secs(server_self->cfg->client_resend_interval_ms);
@@ -541,6 +665,10 @@ static void on_hello(struct device_session *s, struct message *m)
     }
     req->n_channels = m->n_channel_ids;
     ids_generate(req->new_uaid);
+    if (server_self->node[0]) {
+        memcpy(req->node, server_self->node, sizeof(req->node));
+        req->gen = session_gen(s);
+    }
     s->state = SESSION_HELLO;
     lws_rx_flow_control(s->wsi, 0);
     store_submit(server_self->store, req);
@@ -773,8 +901,10 @@ static void on_closed(struct device_session *s)
     if (srv->timers) /* NULL once shutdown has closed the wheel */
         timers_cancel(srv->timers, &s->tn);
     registry_remove(srv->reg, s->id);
-    if (s->state == SESSION_READY)
+    if (s->state == SESSION_READY) {
         registry_unbind_uaid(srv->reg, s->uaid, s);
+        submit_host(s, STORE_HOST_CLEAR);
+    }
     if (s->counted) {
         srv->n_devices--;
         metrics.ws_closed++;

@@ -5,8 +5,9 @@
  * (411), Content-Length (400, 413), token (404, one answer for every kind of bad token).
  * Then the body is read (at most 3 x max_data_len + 1024 bytes), the version and data are
  * taken from it or from the query string (the body wins), and the update is stored. The
- * answer waits for the store: 200 when a device on this node took the update, 202 when it
- * was stored for the device's next hello.
+ * answer waits for the store, and for routing: 200 when a device on this node took the
+ * update, or the node its host record names delivered it; 202 when it was stored for the
+ * device's next hello.
  */
 #include "simplepushd/endpoint.h"
 
@@ -21,7 +22,9 @@
 #include "simplepushd/device.h"
 #include "simplepushd/http.h"
 #include "simplepushd/log.h"
+#include "simplepushd/metrics.h"
 #include "simplepushd/registry.h"
+#include "simplepushd/router.h"
 #include "simplepushd/server.h"
 #include "simplepushd/store.h"
 #include "simplepushd/token.h"
@@ -278,24 +281,58 @@ static int field_get(struct http_txn *txn, bool form, const char *name,
     return query_get(txn->wsi, name, field);
 }
 
+/* The node holding the device answered (or not): 200 only when it delivered. */
+static void route_done(uint64_t owner, int status, void *arg)
+{
+    struct http_txn *txn = registry_find(server_self->reg, owner);
+    (void)arg;
+    metrics_route(status);
+    if (!txn)
+        return;
+    registry_remove(server_self->reg, txn->id);
+    txn->id = 0;
+    http_respond(txn, status == 200 ? 200 : 202, "{}");
+}
+
+/*
+ * Delivers a stored update: to the device if it is on this node, else to the node its host
+ * record names. Returns 1 when the answer waits for that node, 0 when the update went to a
+ * local device, -1 when it stays stored for the next hello.
+ */
+static int deliver(const struct store_req *req, uint64_t owner)
+{
+    if (!req->n_updates)
+        return -1;
+    if (!device_deliver(req->uaid, &req->updates[0]))
+        return 0;
+    if (!req->host[0] || !strcmp(req->host, server_self->node))
+        return -1;
+    if (router_route(server_self->router, req->host, req->uaid, &req->updates[0], owner,
+                     route_done, NULL)) {
+        metrics_route(ROUTER_FAILED);
+        return -1;
+    }
+    return 1;
+}
+
 static void update_done(struct store_req *req)
 {
     struct http_txn *txn = registry_find(server_self->reg, req->owner);
     if (!txn) {
-        /* The app server hung up; the update is stored all the same. */
-        if (req->status == STORE_OK && req->n_updates)
-            device_deliver(req->uaid, &req->updates[0]);
+        /* The app server hung up; the update is stored and delivered all the same. */
+        if (req->status == STORE_OK)
+            deliver(req, 0);
         store_req_free(req);
         return;
     }
-    registry_remove(server_self->reg, txn->id);
-    txn->id = 0;
 
+    int routed = 0;
     switch (req->status) {
     case STORE_OK:
-        if (req->n_updates && !device_deliver(req->uaid, &req->updates[0]))
+        routed = deliver(req, txn->id);
+        if (routed == 0)
             http_respond(txn, 200, "{}");
-        else
+        else if (routed < 0)
             http_respond(txn, 202, "{}");
         break;
     case STORE_GONE:
@@ -310,6 +347,10 @@ static void update_done(struct store_req *req)
     default:
         http_respond_error(txn, 500, "An unexpected error occurred");
         break;
+    }
+    if (routed <= 0) {
+        registry_remove(server_self->reg, txn->id);
+        txn->id = 0;
     }
     store_req_free(req);
 }
@@ -365,6 +406,8 @@ int endpoint_finish(struct http_txn *txn)
     }
     req->owner = txn->id;
     req->done = update_done;
+    /* A device on another node is found through its host record, read after the write. */
+    req->want_host = server_self->node[0] && !registry_find_uaid(server_self->reg, req->uaid);
     store_submit(server_self->store, req);
     req = NULL;
     goto out;

@@ -20,6 +20,7 @@
 #include "simplepushd/log.h"
 #include "simplepushd/metrics.h"
 #include "simplepushd/registry.h"
+#include "simplepushd/router.h"
 #include "simplepushd/server.h"
 #include "simplepushd/store.h"
 
@@ -259,6 +260,11 @@ static int dispatch(struct http_txn *txn, const char *path, size_t len)
         (len == sizeof(update) - 1 || path[sizeof(update) - 1] == '/'))
         return endpoint_begin(txn, path + sizeof(update) - 1, len - (sizeof(update) - 1));
 
+    static const char route[] = "/route";
+    if (txn->internal && len >= sizeof(route) - 1 && !memcmp(path, route, sizeof(route) - 1) &&
+        (len == sizeof(route) - 1 || path[sizeof(route) - 1] == '/'))
+        return router_http_begin(txn, path + sizeof(route) - 1, len - (sizeof(route) - 1));
+
     enum { H_NONE, H_STATUS, H_LB, H_HEART, H_VERSION, H_METRICS, H_ASSET } which = H_NONE;
     const struct asset *asset = NULL;
     if (!txn->internal && (!strcmp(path, "/status/") || !strcmp(path, "/status")))
@@ -369,6 +375,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         if (!txn || txn->phase != HTTP_PHASE_REQUEST || !txn->body)
             return 0;
+        if (txn->route)
+            return router_http_finish(txn) ? -1 : 0;
         return endpoint_finish(txn) ? -1 : 0;
 
     case LWS_CALLBACK_HTTP_WRITEABLE:

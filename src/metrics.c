@@ -18,10 +18,36 @@ static const int put_statuses[METRICS_PUT_STATUSES] = {200, 202, 400, 404, 405, 
                                                        411, 413, 500, 503, 0,   0};
 static const double latency_bounds[METRICS_LATENCY_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0};
-static const char *const op_names[STORE_FETCH + 1] = {
-    [STORE_HELLO] = "hello", [STORE_REGISTER] = "register", [STORE_UNREGISTER] = "unregister",
-    [STORE_ACK] = "ack",     [STORE_UPDATE] = "update",     [STORE_FETCH] = "fetch",
+static const char *const op_names[STORE_HOST_CLEAR + 1] = {
+    [STORE_HELLO] = "hello",
+    [STORE_REGISTER] = "register",
+    [STORE_UNREGISTER] = "unregister",
+    [STORE_ACK] = "ack",
+    [STORE_UPDATE] = "update",
+    [STORE_FETCH] = "fetch",
+    [STORE_HOST_REFRESH] = "host_refresh",
+    [STORE_HOST_CLEAR] = "host_clear",
 };
+static const char *const route_names[4] = {"ok", "not_connected", "refused", "failed"};
+
+enum metrics_route_result metrics_route_result(int status)
+{
+    if (status == 200)
+        return METRICS_ROUTE_OK;
+    if (status == 404)
+        return METRICS_ROUTE_NOT_THERE;
+    return status > 0 ? METRICS_ROUTE_REFUSED : METRICS_ROUTE_FAILED;
+}
+
+void metrics_route(int status)
+{
+    metrics.route_out[metrics_route_result(status)]++;
+}
+
+void metrics_route_kick(int status)
+{
+    metrics.kick_out[metrics_route_result(status)]++;
+}
 static const char *const status_names[5] = {"ok", "too_many", "gone", "unavailable", "error"};
 
 void metrics_put(int status)
@@ -38,7 +64,7 @@ void metrics_put(int status)
 void metrics_store(enum store_op op, enum store_status status, uint64_t latency_ns)
 {
     int s = -(int)status;
-    if ((int)op >= 0 && op <= STORE_FETCH && s >= 0 && s < 5)
+    if ((int)op >= 0 && op <= STORE_HOST_CLEAR && s >= 0 && s < 5)
         metrics.store_requests[op][s]++;
     double secs = (double)latency_ns / 1e9;
     size_t b = 0;
@@ -118,6 +144,12 @@ void metrics_statsd_flush(size_t connections)
     statsd_counter(&p, "updates.client.ping", m->pings, o->pings);
     statsd_counter(&p, "updates.client.too_many_pings", m->too_many_pings, o->too_many_pings);
     statsd_counter(&p, "updates.sent", m->updates_sent, o->updates_sent);
+    /* pushgo 1.5's broadcast router counted hits and misses. */
+    statsd_counter(&p, "router.broadcast.hit", m->route_out[METRICS_ROUTE_OK],
+                   o->route_out[METRICS_ROUTE_OK]);
+    statsd_counter(&p, "router.broadcast.miss",
+                   m->route_out[1] + m->route_out[2] + m->route_out[3],
+                   o->route_out[1] + o->route_out[2] + o->route_out[3]);
     for (size_t i = 0; i <= METRICS_PUT_STATUSES; i++) {
         puts_now += m->puts[i];
         puts_then += o->puts[i];
@@ -230,11 +262,32 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
 
     out_printf(&o, "# HELP simplepushd_store_requests_total Storage requests, by operation and "
                    "outcome.\n# TYPE simplepushd_store_requests_total counter\n");
-    for (int op = 0; op <= STORE_FETCH; op++)
+    for (int op = 0; op <= STORE_HOST_CLEAR; op++)
         for (int s = 0; s < 5; s++)
             out_printf(&o, "simplepushd_store_requests_total{op=\"%s\",status=\"%s\"} %llu\n",
                        op_names[op], status_names[s],
                        (unsigned long long)metrics.store_requests[op][s]);
+
+    static const struct {
+        const char *name, *help;
+        const uint64_t *v;
+    } routing[] = {
+        {"routes_sent_total", "Updates sent to the node holding their device, by outcome.",
+         metrics.route_out},
+        {"kicks_sent_total", "Requests to close an older socket on another node, by outcome.",
+         metrics.kick_out},
+        {"routes_received_total", "Updates received from other nodes, by outcome.",
+         metrics.route_in},
+        {"kicks_received_total", "Requests from other nodes to close a socket, by outcome.",
+         metrics.kick_in},
+    };
+    for (size_t i = 0; i < sizeof(routing) / sizeof(routing[0]); i++) {
+        out_printf(&o, "# HELP simplepushd_%s %s\n# TYPE simplepushd_%s counter\n",
+                   routing[i].name, routing[i].help, routing[i].name);
+        for (int r = 0; r < 4; r++)
+            out_printf(&o, "simplepushd_%s{result=\"%s\"} %llu\n", routing[i].name,
+                       route_names[r], (unsigned long long)routing[i].v[r]);
+    }
 
     out_printf(&o, "# HELP simplepushd_store_latency_seconds Time from a storage request to "
                    "its completion.\n# TYPE simplepushd_store_latency_seconds histogram\n");

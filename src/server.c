@@ -21,6 +21,7 @@
 #include "simplepushd/log.h"
 #include "simplepushd/metrics.h"
 #include "simplepushd/registry.h"
+#include "simplepushd/router.h"
 #include "simplepushd/sdnotify.h"
 #include "simplepushd/store.h"
 #include "simplepushd/timers.h"
@@ -55,6 +56,7 @@ static struct lws_protocols public_protocols[] = {
 
 static struct lws_protocols internal_protocols[] = {
     {"http", http_callback, sizeof(struct http_txn), 0, 0, NULL, 0},
+    {"sp-router", router_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -69,6 +71,40 @@ static bool is_wildcard(const char *host)
 }
 
 /* Splits the endpoint URL template around "<token>", substituting <current_host>. */
+/*
+ * Names this node for host records: internal.advertise, or the internal listener's own
+ * address and bound port. Only a store shared by several nodes needs one.
+ */
+static int build_node(struct server *srv)
+{
+    const struct config *cfg = srv->cfg;
+    char host[64];
+    int port;
+    srv->node[0] = '\0';
+    if (!cfg->memcache_server || !*cfg->memcache_server)
+        return 0;
+    if (cfg->internal_advertise && *cfg->internal_advertise) {
+        snprintf(srv->node, sizeof(srv->node), "%s", cfg->internal_advertise);
+        return 0;
+    }
+    if (is_wildcard(cfg->internal_host)) {
+        log_err("server", "internal.host is a wildcard address: set internal.advertise to the "
+                          "IP:port other nodes reach this node's internal listener at");
+        return -1;
+    }
+    bool v6 = strchr(cfg->internal_host, ':') != NULL;
+    snprintf(srv->node, sizeof(srv->node), v6 ? "[%s]:%d" : "%s:%d", cfg->internal_host,
+             srv->internal_port);
+    if (router_parse_node(srv->node, host, sizeof(host), &port)) {
+        log_err("server", "internal.host \"%s\" is not an IP address: set internal.advertise "
+                          "to the IP:port other nodes reach this node's internal listener at",
+                cfg->internal_host);
+        srv->node[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
 static int build_url_template(struct server *srv)
 {
     const struct config *cfg = srv->cfg;
@@ -401,8 +437,16 @@ int server_start(struct server *srv, struct config *cfg, const char *config_path
         return -1;
     srv->public_port = lws_get_vhost_listen_port(srv->vh_public);
     srv->internal_port = lws_get_vhost_listen_port(srv->vh_internal);
-    if (build_url_template(srv))
+    if (build_url_template(srv) || build_node(srv))
         return -1;
+    uint8_t key[IDS_BYTES];
+    ids_generate(key);
+    memcpy(&srv->gen_key, key, sizeof(srv->gen_key));
+    srv->router = router_new(loop, srv->ctx, srv->vh_internal, "sp-router");
+    if (!srv->router) {
+        log_err("server", "out of memory");
+        return -1;
+    }
 
     uv_signal_init(loop, &srv->sig_term);
     uv_signal_init(loop, &srv->sig_int);
@@ -420,9 +464,9 @@ int server_start(struct server *srv, struct config *cfg, const char *config_path
     log_notice("server", "listening public=%s:%d internal=%s:%d",
                is_wildcard(cfg->server_host) ? "0.0.0.0" : cfg->server_host, srv->public_port,
                cfg->internal_host, srv->internal_port);
-    log_notice("server", "store=%s max_connections=%lld endpoint=%s<token>%s",
+    log_notice("server", "store=%s max_connections=%lld endpoint=%s<token>%s node=%s",
                store_name(srv->store), (long long)srv->max_connections, srv->url_prefix,
-               srv->url_suffix);
+               srv->url_suffix, srv->node[0] ? srv->node : "-");
 
     /* systemd: ready once the listeners are bound; the watchdog is pinged from the loop. */
     if (sdnotify_open())
@@ -451,6 +495,8 @@ static void stop_now(struct server *srv)
     /* lws first: closing sessions still use the registry, timers and store. */
     if (srv->ctx)
         lws_context_destroy(srv->ctx);
+    router_close(srv->router);
+    srv->router = NULL;
     if (srv->timers)
         timers_close(srv->timers);
     srv->timers = NULL;

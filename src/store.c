@@ -114,6 +114,8 @@ static void store_clear_results(struct store_req *req)
 {
     store_free_updates(req);
     req->reset = false;
+    req->host[0] = '\0';
+    req->host_gen = 0;
     req->status = STORE_OK;
 }
 

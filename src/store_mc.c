@@ -574,6 +574,136 @@ static int mc_edit(struct mc_x *x, struct mc_rec *rec, mc_edit_fn edit, struct s
     return STORE_ERROR;
 }
 
+/* ---- host records ---- */
+
+/* A host record as read: found and cas as memcached holds the value. */
+struct mc_host {
+    bool found;
+    uint64_t cas;
+    bool valid; /* the value decoded (an invalid one counts as none) */
+    char node[STORE_NODE_MAX + 1];
+    uint64_t gen;
+};
+
+/* Reads x's host record. Returns STORE_OK, STORE_UNAVAILABLE or STORE_ERROR. */
+static int mc_host_load(struct mc_x *x, struct mc_host *h)
+{
+    char key[MC_KEY_MAX];
+    size_t klen = mc_rec_host_key(key, x->uaid);
+    memset(h, 0, sizeof(*h));
+    memcached_result_st res;
+    if (!memcached_result_create(x->mc, &res))
+        return STORE_ERROR;
+    bool probe;
+    if (!mc_begin(x, &probe)) {
+        memcached_result_free(&res);
+        return STORE_UNAVAILABLE;
+    }
+    const char *keys[1] = {key};
+    size_t lens[1] = {klen};
+    memcached_return_t rc = memcached_mget_by_key(x->mc, x->key, x->klen, keys, lens, 1);
+    if (rc == MEMCACHED_SUCCESS) {
+        while (memcached_fetch_result(x->mc, &res, &rc)) {
+            if (h->found)
+                continue;
+            h->found = true;
+            h->cas = memcached_result_cas(&res);
+            h->valid = !mc_rec_host_decode((const uint8_t *)memcached_result_value(&res),
+                                           memcached_result_length(&res), h->node, &h->gen);
+            if (!h->valid && memcached_result_length(&res) > 0)
+                mc_count(&x->m->corrupt);
+        }
+        if (rc == MEMCACHED_END || rc == MEMCACHED_NOTFOUND)
+            rc = MEMCACHED_SUCCESS;
+    }
+    memcached_result_free(&res);
+    if (mc_end(x, rc, probe))
+        return STORE_UNAVAILABLE;
+    return rc == MEMCACHED_SUCCESS ? STORE_OK : STORE_ERROR;
+}
+
+/*
+ * Writes x's host record over h as read: (node, gen) for timeout_live, or with node NULL an
+ * empty value that lives a second (memcached has no compare-and-delete). Returns STORE_OK,
+ * MC_CONFLICT, STORE_UNAVAILABLE or STORE_ERROR.
+ */
+static int mc_host_save(struct mc_x *x, const struct mc_host *h, const char *node, uint64_t gen)
+{
+    char key[MC_KEY_MAX];
+    size_t klen = mc_rec_host_key(key, x->uaid);
+    uint8_t v[MC_HOSTREC_MAX];
+    size_t vlen = 0;
+    time_t ttl = 1;
+    if (node) {
+        vlen = mc_rec_host_encode(v, node, gen);
+        if (!vlen)
+            return STORE_ERROR;
+        ttl = mc_ttl(mc_after(x->now, x->limits->timeout_live_ms), x->now);
+    }
+    bool probe;
+    if (!mc_begin(x, &probe))
+        return STORE_UNAVAILABLE;
+    memcached_return_t rc =
+        h->found ? memcached_cas_by_key(x->mc, x->key, x->klen, key, klen, (const char *)v, vlen,
+                                        ttl, 0, h->cas)
+                 : memcached_add_by_key(x->mc, x->key, x->klen, key, klen, (const char *)v, vlen,
+                                        ttl, 0);
+    if (mc_end(x, rc, probe))
+        return STORE_UNAVAILABLE;
+    if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_NOTFOUND) {
+        mc_count(&x->m->conflicts);
+        return MC_CONFLICT;
+    }
+    return memcached_success(rc) ? STORE_OK : STORE_ERROR;
+}
+
+enum mc_host_mode {
+    MC_HOST_TAKE,    /* hello: write ours whatever is there; report what it replaced */
+    MC_HOST_REFRESH, /* write ours only over ours or nothing; STORE_GONE otherwise */
+    MC_HOST_CLEAR,   /* remove ours; leave anything else */
+};
+
+static bool mc_host_is(const struct mc_host *h, const struct store_req *req)
+{
+    return h->valid && h->gen == req->gen && !strcmp(h->node, req->node);
+}
+
+/* The host record edits, each one compare-and-swap with retries. */
+static int mc_host_edit(struct mc_x *x, struct store_req *req, enum mc_host_mode mode)
+{
+    for (unsigned t = 0; t < MC_CAS_TRIES; t++) {
+        struct mc_host h;
+        int status = mc_host_load(x, &h);
+        if (status != STORE_OK)
+            return status;
+        bool ours = mc_host_is(&h, req);
+        const char *node = req->node;
+        if (mode == MC_HOST_TAKE) {
+            if (h.valid && !ours) {
+                memcpy(req->host, h.node, sizeof(req->host));
+                req->host_gen = h.gen;
+            } else {
+                req->host[0] = '\0';
+                req->host_gen = 0;
+            }
+        } else if (mode == MC_HOST_REFRESH) {
+            if (h.valid && !ours)
+                return STORE_GONE;
+        } else {
+            if (!ours)
+                return STORE_OK;
+            node = NULL;
+        }
+        if (x->m->hook)
+            x->m->hook(x->m->hook_arg, x->worker, x->uaid);
+        status = mc_host_save(x, &h, node, req->gen);
+        if (status != MC_CONFLICT)
+            return status;
+        mc_backoff(x, t + 1);
+    }
+    return STORE_ERROR;
+}
+
 static int mc_edit_hello(struct mc_x *x, struct mc_rec *rec, struct store_req *req, bool *write)
 {
     const struct store_limits *l = x->limits;
@@ -619,6 +749,9 @@ static int mc_hello(struct mc_x *x, struct store_req *req)
         mc_x_target(x, req->new_uaid);
         status = mc_edit(x, &rec, mc_edit_live, req);
     }
+    /* The host record before the updates are read: see store.h. */
+    if (status == STORE_OK && req->node[0])
+        status = mc_host_edit(x, req, MC_HOST_TAKE);
     if (status == STORE_OK)
         status = mc_collect(x, &rec, NULL, MC_COLLECT_TRIES, req);
     mc_rec_clear(&rec);
@@ -829,6 +962,14 @@ static int mc_update(struct mc_x *x, struct store_req *req)
     if (status != STORE_OK)
         mc_free_updates(req);
     mc_rec_clear(&rec);
+    if (status == STORE_OK && req->want_host) {
+        /* Read after the write: a hello that missed this update has named its node by now. */
+        struct mc_host h;
+        if (mc_host_load(x, &h) == STORE_OK && h.valid) {
+            memcpy(req->host, h.node, sizeof(req->host));
+            req->host_gen = h.gen;
+        }
+    }
     return status;
 }
 
@@ -867,6 +1008,12 @@ static void mc_exec(void *backend, unsigned worker, const struct store_limits *l
         break;
     case STORE_FETCH:
         status = mc_fetch(&x, req);
+        break;
+    case STORE_HOST_REFRESH:
+        status = req->node[0] ? mc_host_edit(&x, req, MC_HOST_REFRESH) : STORE_OK;
+        break;
+    case STORE_HOST_CLEAR:
+        status = req->node[0] ? mc_host_edit(&x, req, MC_HOST_CLEAR) : STORE_OK;
         break;
     default:
         status = STORE_ERROR;

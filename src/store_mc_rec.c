@@ -69,6 +69,48 @@ size_t mc_rec_data_key(char out[MC_KEY_MAX], const uint8_t uaid[IDS_BYTES],
     return (size_t)(p - out) + (size_t)sprintf(p, ":%016" PRIx64, nonce);
 }
 
+size_t mc_rec_host_key(char out[MC_KEY_MAX], const uint8_t uaid[IDS_BYTES])
+{
+    memcpy(out, "sp1:h:", 6);
+    return (size_t)(mc_rec_hex(out + 6, uaid, IDS_BYTES) - out);
+}
+
+static bool mc_rec_node_valid(const char *node, size_t len)
+{
+    if (len == 0 || len > STORE_NODE_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (node[i] <= ' ' || node[i] > '~')
+            return false;
+    return true;
+}
+
+size_t mc_rec_host_encode(uint8_t out[MC_HOSTREC_MAX], const char *node, uint64_t gen)
+{
+    size_t len = strnlen(node, STORE_NODE_MAX + 1);
+    if (!mc_rec_node_valid(node, len))
+        return 0;
+    memcpy(out, "SPH1", 4);
+    for (int i = 0; i < 8; i++)
+        out[4 + i] = (uint8_t)(gen >> (8 * i));
+    memcpy(out + 12, node, len);
+    return 12 + len;
+}
+
+int mc_rec_host_decode(const uint8_t *v, size_t len, char node[STORE_NODE_MAX + 1], uint64_t *gen)
+{
+    if (len <= 12 || len > MC_HOSTREC_MAX || memcmp(v, "SPH1", 4) ||
+        !mc_rec_node_valid((const char *)v + 12, len - 12))
+        return -1;
+    uint64_t g = 0;
+    for (int i = 0; i < 8; i++)
+        g |= (uint64_t)v[4 + i] << (8 * i);
+    memcpy(node, v + 12, len - 12);
+    node[len - 12] = '\0';
+    *gen = g;
+    return 0;
+}
+
 void mc_rec_clear(struct mc_rec *rec)
 {
     free(rec->chans);

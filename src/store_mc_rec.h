@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "simplepushd/ids.h"
+#include "simplepushd/store.h"
 
 #define MC_HDR_LEN 17 /* magic 4, flags 1, expires 8, channel count 4 */
 #define MC_ENTRY_LEN                                                                               \
@@ -64,6 +65,19 @@ size_t mc_rec_key(char out[MC_KEY_MAX], const uint8_t uaid[IDS_BYTES]);
 /* A data item's key, "sp1:d:<uaid hex>:<chid hex>:<nonce, 16 hex>"; returns its length. */
 size_t mc_rec_data_key(char out[MC_KEY_MAX], const uint8_t uaid[IDS_BYTES],
                        const uint8_t chid[IDS_BYTES], uint64_t nonce);
+
+/* The host record's key, "sp1:h:<uaid hex>"; returns its length. */
+size_t mc_rec_host_key(char out[MC_KEY_MAX], const uint8_t uaid[IDS_BYTES]);
+
+/*
+ * The host record's value: magic "SPH1", the connection generation (8, little-endian), then
+ * the node's address (1..STORE_NODE_MAX printable ASCII bytes, no spaces). Encoding writes
+ * at most MC_HOSTREC_MAX bytes into out and returns the length, or 0 when node is not valid.
+ * Decoding returns 0 and fills node (NUL-terminated) and gen, or -1 for anything else.
+ */
+#define MC_HOSTREC_MAX (12 + STORE_NODE_MAX)
+size_t mc_rec_host_encode(uint8_t out[MC_HOSTREC_MAX], const char *node, uint64_t gen);
+int mc_rec_host_decode(const uint8_t *v, size_t len, char node[STORE_NODE_MAX + 1], uint64_t *gen);
 
 /* Frees the channels and zeroes rec. */
 void mc_rec_clear(struct mc_rec *rec);

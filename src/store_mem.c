@@ -564,6 +564,10 @@ static void mem_exec(void *backend, unsigned worker, const struct store_limits *
     case STORE_FETCH:
         req->status = mem_fetch(m, limits, req, now);
         break;
+    case STORE_HOST_REFRESH:
+    case STORE_HOST_CLEAR:
+        req->status = STORE_OK; /* one node: no host records */
+        break;
     default:
         req->status = STORE_ERROR;
         break;

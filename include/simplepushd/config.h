@@ -32,6 +32,7 @@ struct config {
     /* [internal] */
     char *internal_host; /* "127.0.0.1" */
     int internal_port;   /* 8081; 0 = any free port */
+    char *internal_advertise; /* NULL/"" = internal_host:internal_port */
 
     /* [ssl] (public listener) */
     char *ssl_certfile; /* NULL = plain HTTP */

@@ -37,6 +37,11 @@ size_t device_session_size(void);
 int device_deliver(const uint8_t uaid[IDS_BYTES], const struct store_update *update);
 
 /*
+ * Closes the session holding uaid on this node if its connection generation is gen (SPEC
+ * §9: the uaid said hello on another node). Returns 0 when it did, -1 when no such session.
+ */
+int device_kick(const uint8_t uaid[IDS_BYTES], uint64_t gen);
+/*
  * Starts closing a ready session with 1001 (going away), for a drain. Returns true when it
  * did, false when the session was closing already.
  */

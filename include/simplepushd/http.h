@@ -37,6 +37,8 @@ struct http_txn {
     size_t body_len;
     size_t body_expected; /* Content-Length */
     char *token;          /* PUT: the token of the path, malloc'd */
+    bool route;           /* PUT /route/<uaid> from another node: the body goes to the router */
+    uint8_t uaid[16];     /* its uaid */
 };
 
 /* The lws protocol callback of the public and the internal HTTP protocols. */

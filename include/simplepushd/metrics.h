@@ -24,13 +24,33 @@ struct metrics {
     uint64_t notifications; /* notification messages queued to devices */
     uint64_t updates_sent;  /* updates in them */
     uint64_t puts[METRICS_PUT_STATUSES + 1];
-    uint64_t store_requests[STORE_FETCH + 1][5]; /* by op and -status */
+    uint64_t store_requests[STORE_HOST_CLEAR + 1][5]; /* by op and -status */
+    /*
+     * Routing between nodes, by outcome (enum metrics_route_result): updates sent to the
+     * node holding the device, kicks sent to the node holding an older socket, and the
+     * same requests received.
+     */
+    uint64_t route_out[4], kick_out[4], route_in[4], kick_in[4];
     uint64_t store_latency[METRICS_LATENCY_BUCKETS + 1];
     uint64_t store_latency_count;
     double store_latency_sum; /* seconds */
 };
 
 extern struct metrics metrics;
+
+enum metrics_route_result {
+    METRICS_ROUTE_OK = 0,        /* 200: delivered, or the socket closed */
+    METRICS_ROUTE_NOT_THERE = 1, /* 404: no such device on that node */
+    METRICS_ROUTE_REFUSED = 2,   /* any other answer (400, 503, ...) */
+    METRICS_ROUTE_FAILED = 3,    /* no answer (connection refused, timeout) */
+};
+
+/* The result of an HTTP status (or a router failure, < 0). */
+enum metrics_route_result metrics_route_result(int status);
+
+/* Counts the outcome of a route or kick this node sent (status as router_done_fn has it). */
+void metrics_route(int status);
+void metrics_route_kick(int status);
 
 /* Counts one answer of PUT /update. */
 void metrics_put(int status);

@@ -14,11 +14,13 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "simplepushd/store.h"
+
 struct config;
 struct lws_context;
 struct lws_vhost;
 struct registry;
-struct store;
+struct router;
 struct timers;
 struct token_ring;
 
@@ -33,6 +35,13 @@ struct server {
     struct registry *reg;
     struct timers *timers;
     struct token_ring *tokens;
+    struct router *router; /* requests to other nodes */
+    /*
+     * This node in host records: the address of its internal listener as other nodes reach
+     * it. Empty with the in-process store (one node: no routing).
+     */
+    char node[STORE_NODE_MAX + 1];
+    uint64_t gen_key; /* random; a connection's generation is its id XOR this */
 
     int public_port; /* bound ports (config may say 0) */
     int internal_port;

@@ -65,6 +65,14 @@ enum store_op {
     STORE_UPDATE,
     /* In: uaid. Out: updates = every pending, unexpired update (none for an unknown uaid). */
     STORE_FETCH,
+    /*
+     * In: uaid, node, gen. Extends the host record when it names this connection (node and
+     * gen) or there is none (then it is written); STORE_GONE when it names another
+     * connection: the socket that asked is not the uaid's current one.
+     */
+    STORE_HOST_REFRESH,
+    /* In: uaid, node, gen. Removes the host record if it still names this connection. */
+    STORE_HOST_CLEAR,
 };
 
 enum store_status {
@@ -89,6 +97,9 @@ struct store_ack {
     int64_t version;
 };
 
+/* Longest node address in a host record ("host:port" of an internal listener). */
+#define STORE_NODE_MAX 127
+
 struct store_req;
 typedef void (*store_done_cb)(struct store_req *req);
 
@@ -112,6 +123,23 @@ struct store_req {
     /* STORE_ACK; owned */
     struct store_ack *acks;
     size_t n_acks;
+
+    /*
+     * The host record of the uaid (routing between nodes, SPEC §9): which node holds its
+     * socket, as the address of that node's internal listener, and the connection's
+     * generation. In (HELLO, HOST_REFRESH, HOST_CLEAR): node and gen of this connection; an
+     * empty node leaves host records alone. HELLO writes the record for the chosen uaid
+     * before it reads the pending updates, so an update stored after that read finds the
+     * record naming this node. In (UPDATE): want_host. Out (HELLO: the record it replaced;
+     * UPDATE with want_host: the record after the update was stored): host, host_gen; an
+     * empty host means none. The in-process backend serves one node and keeps no host
+     * records: host always comes back empty.
+     */
+    char node[STORE_NODE_MAX + 1];
+    uint64_t gen;
+    bool want_host;
+    char host[STORE_NODE_MAX + 1];
+    uint64_t host_gen;
 
     /* Results: status, and for HELLO, FETCH and UPDATE the pending updates (owned). */
     enum store_status status;

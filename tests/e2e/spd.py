@@ -346,6 +346,18 @@ class Daemon:
             self.returncode = self.proc.wait()
         self._finish()
 
+    def crash(self):
+        """Kills the daemon on purpose (SIGKILL, a node lost), reaps it and checks its log;
+        its stop() is then a no-op."""
+        self._kill()
+        m = sanitizer_report(self.log())
+        self.proc = None
+        if m:
+            raise AssertionError("%s: sanitizer report (%s) in stderr:\n%s"
+                                 % (self.name, m, self.log_tail(120)))
+        if not KEEP:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
     def _finish(self):
         if self.logf is not None:
             self.logf.close()

@@ -170,7 +170,7 @@ static void test_defaults(void **state)
 static void test_key_table(void **state)
 {
     size_t n = config_key_count();
-    assert_int_equal(n, 31);
+    assert_int_equal(n, 32);
     for (size_t i = 0; i < n; i++) {
         const char *name = config_key_name(i);
         assert_non_null(name);
@@ -619,6 +619,8 @@ static void test_ranges_accepted(void **state)
         "server.port = 0",
         "server.port = 65535",
         "internal.port = 65535",
+        "internal.advertise = 10.0.0.5:8081",
+        "internal.advertise = [fd00::5]:1",
         "server.max_connections = 0",
         "server.max_connections = 1",
         "server.max_connections = 10000000",
@@ -692,6 +694,14 @@ static void test_bad_files(void **state)
         {"server.port = -99999999999999999999\n",
          ":1: server.port: -99999999999999999999 is out of range 0..65535"},
         {"server.port = 80a\n", ":1: server.port: invalid integer \"80a\""},
+        {"internal.advertise = node1:8081\n",
+         ":1: internal.advertise: must be IPv4:port or [IPv6]:port"},
+        {"internal.advertise = 10.0.0.5\n",
+         ":1: internal.advertise: must be IPv4:port or [IPv6]:port"},
+        {"internal.advertise = 10.0.0.5:0\n",
+         ":1: internal.advertise: must be IPv4:port or [IPv6]:port"},
+        {"internal.advertise = fd00::5:8081\n",
+         ":1: internal.advertise: must be IPv4:port or [IPv6]:port"},
         {"server.port = 0x50\n", ":1: server.port: invalid integer \"0x50\""},
         {"server.port = +80\n", ":1: server.port: invalid integer \"+80\""},
         {"server.port = -\n", ":1: server.port: invalid integer \"-\""},

@@ -1065,6 +1065,183 @@ static void test_bad_op(void **state)
     store_req_free(req);
 }
 
+/* ---- host records (routing between nodes) ---- */
+
+/* Runs a host op (or a hello / update) as node n with generation gen; returns the request. */
+static struct store_req *host_req(struct fx *fx, enum store_op op, unsigned uaid, const char *node,
+                                  uint64_t gen)
+{
+    struct store_req *req = req_new(op, uaid, 1);
+    if (op == STORE_HELLO) {
+        req->uaid_valid = true;
+        make_id(req->new_uaid, uaid + 1000);
+    }
+    if (op == STORE_UPDATE) {
+        req->version = 1;
+        req->want_host = true;
+    }
+    if (node)
+        snprintf(req->node, sizeof(req->node), "%s", node);
+    req->gen = gen;
+    return run(fx, req);
+}
+
+/* The host record as an update (want_host) reads it: "node/gen", or "" for none. */
+static void assert_host(struct fx *fx, unsigned uaid, const char *expect)
+{
+    struct store_req *req = host_req(fx, STORE_UPDATE, uaid, NULL, 0);
+    char got[STORE_NODE_MAX + 32] = "";
+    assert_int_equal(req->status, STORE_OK);
+    if (req->host[0])
+        snprintf(got, sizeof(got), "%s/%llu", req->host, (unsigned long long)req->host_gen);
+    assert_string_equal(got, fx->kind == K_MC ? expect : "");
+    store_req_free(req);
+}
+
+static void test_host_records(void **state)
+{
+    struct fx *fx = *state;
+    bool mc = fx->kind == K_MC;
+    struct store_req *req;
+
+    /* The first hello finds no record; the next one, elsewhere, finds the first. */
+    req = host_req(fx, STORE_HELLO, 1, "10.0.0.1:81", 11);
+    assert_int_equal(req->status, STORE_OK);
+    assert_false(req->reset);
+    assert_string_equal(req->host, "");
+    store_req_free(req);
+    assert_host(fx, 1, "10.0.0.1:81/11");
+    req = host_req(fx, STORE_HELLO, 1, "10.0.0.2:82", 22);
+    assert_string_equal(req->host, mc ? "10.0.0.1:81" : "");
+    assert_int_equal(req->host_gen, mc ? 11 : 0);
+    store_req_free(req);
+    assert_host(fx, 1, "10.0.0.2:82/22");
+
+    /* A hello of the same connection again does not report itself. */
+    req = host_req(fx, STORE_HELLO, 1, "10.0.0.2:82", 22);
+    assert_string_equal(req->host, "");
+    store_req_free(req);
+
+    /* Refresh: the older connection learns it is not the uaid's any more. */
+    req = host_req(fx, STORE_HOST_REFRESH, 1, "10.0.0.1:81", 11);
+    assert_int_equal(req->status, mc ? STORE_GONE : STORE_OK);
+    store_req_free(req);
+    req = host_req(fx, STORE_HOST_REFRESH, 1, "10.0.0.2:82", 22);
+    assert_int_equal(req->status, STORE_OK);
+    store_req_free(req);
+
+    /* Clear: only the record's own connection removes it. */
+    req = host_req(fx, STORE_HOST_CLEAR, 1, "10.0.0.1:81", 11);
+    assert_int_equal(req->status, STORE_OK);
+    store_req_free(req);
+    assert_host(fx, 1, "10.0.0.2:82/22");
+    req = host_req(fx, STORE_HOST_CLEAR, 1, "10.0.0.2:82", 23);
+    store_req_free(req);
+    assert_host(fx, 1, "10.0.0.2:82/22");
+    req = host_req(fx, STORE_HOST_CLEAR, 1, "10.0.0.2:82", 22);
+    assert_int_equal(req->status, STORE_OK);
+    store_req_free(req);
+    assert_host(fx, 1, "");
+
+    /* A refresh over nothing writes the record again. */
+    req = host_req(fx, STORE_HOST_REFRESH, 1, "10.0.0.2:82", 22);
+    assert_int_equal(req->status, STORE_OK);
+    store_req_free(req);
+    assert_host(fx, 1, "10.0.0.2:82/22");
+
+    /* Without a node, hello leaves the record alone; without want_host, update reads none. */
+    req = host_req(fx, STORE_HELLO, 1, NULL, 0);
+    assert_string_equal(req->host, "");
+    store_req_free(req);
+    assert_host(fx, 1, "10.0.0.2:82/22");
+    req = req_new(STORE_UPDATE, 1, 1);
+    req->version = 2;
+    run(fx, req);
+    assert_string_equal(req->host, "");
+    store_req_free(req);
+
+    /* A hello that resets the uaid names this node under the new uaid. */
+    req = req_new(STORE_HELLO, 5, 0);
+    req->uaid_valid = true;
+    req->n_channels = 1; /* unknown uaid with channels: reset */
+    make_id(req->new_uaid, 6);
+    snprintf(req->node, sizeof(req->node), "10.0.0.3:83");
+    req->gen = 33;
+    run(fx, req);
+    assert_true(req->reset);
+    store_req_free(req);
+    assert_host(fx, 6, "10.0.0.3:83/33");
+    assert_host(fx, 5, "");
+}
+
+static void host_key(char key[MC_KEY_MAX], unsigned uaid)
+{
+    uint8_t id[IDS_BYTES];
+    make_id(id, uaid);
+    mc_rec_host_key(key, id);
+}
+
+static void test_host_schema(void **state)
+{
+    struct fx *fx = *state;
+    char key[MC_KEY_MAX], node[STORE_NODE_MAX + 1];
+    uint8_t v[MC_HOSTREC_MAX];
+    uint64_t gen;
+    size_t len;
+
+    /* Encoding: magic, generation little-endian, node; invalid nodes refused. */
+    assert_int_equal(mc_rec_host_encode(v, "[::1]:8081", 0x0102030405060708ULL), 22);
+    assert_memory_equal(v, "SPH1\x08\x07\x06\x05\x04\x03\x02\x01[::1]:8081", 22);
+    assert_int_equal(mc_rec_host_decode(v, 22, node, &gen), 0);
+    assert_string_equal(node, "[::1]:8081");
+    assert_int_equal(gen, 0x0102030405060708ULL);
+    assert_int_equal(mc_rec_host_encode(v, "", 1), 0);
+    assert_int_equal(mc_rec_host_encode(v, "a b", 1), 0);
+    assert_int_equal(mc_rec_host_encode(v, "a\n", 1), 0);
+    char longest[STORE_NODE_MAX + 2];
+    memset(longest, 'n', sizeof(longest));
+    longest[STORE_NODE_MAX] = '\0';
+    assert_int_equal(mc_rec_host_encode(v, longest, 1), MC_HOSTREC_MAX);
+    longest[STORE_NODE_MAX] = 'n';
+    longest[STORE_NODE_MAX + 1] = '\0';
+    assert_int_equal(mc_rec_host_encode(v, longest, 1), 0);
+    static const struct {
+        const char *v;
+        size_t len;
+    } bad[] = {
+        {"", 0},
+        {"SPH1\0\0\0\0\0\0\0\0", 12},
+        {"SPH2\1\0\0\0\0\0\0\0n:1", 15},
+        {"SPH1\1\0\0\0\0\0\0\0n 1", 15},
+        {"SPH1\1\0\0\0\0\0\0\0n\0001", 15},
+        {"SPH", 3},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(mc_rec_host_decode((const uint8_t *)bad[i].v, bad[i].len, node, &gen), -1);
+
+    /* What hello writes is there under sp1:h:<uaid>, with the record's TTL. */
+    struct store_req *req = host_req(fx, STORE_HELLO, 7, "127.0.0.1:9", 99);
+    store_req_free(req);
+    host_key(key, 7);
+    assert_memory_equal(key, "sp1:h:", 6);
+    char *raw_v = raw_get(raw, key, &len);
+    assert_non_null(raw_v);
+    assert_int_equal(mc_rec_host_decode((const uint8_t *)raw_v, len, node, &gen), 0);
+    assert_string_equal(node, "127.0.0.1:9");
+    assert_int_equal(gen, 99);
+    free(raw_v);
+
+    /* A corrupt record counts as none (and is counted); the next hello replaces it. */
+    uint64_t corrupt = mc_stats(fx->st).corrupt;
+    raw_set(raw, key, "garbage", 7);
+    assert_host(fx, 7, "");
+    assert_int_equal(mc_stats(fx->st).corrupt, corrupt + 1);
+    req = host_req(fx, STORE_HELLO, 7, "127.0.0.1:9", 100);
+    assert_string_equal(req->host, "");
+    store_req_free(req);
+    assert_host(fx, 7, "127.0.0.1:9/100");
+}
+
 /* ---- the memcached backend alone ---- */
 
 static void test_name_and_hooks(void **state)
@@ -2509,6 +2686,8 @@ int main(void)
         BOTH(test_update_pending_expiry),
         BOTH(test_fetch),
         BOTH(test_bad_op),
+        BOTH(test_host_records),
+        MC(test_host_schema),
         MC(test_name_and_hooks),
         cmocka_unit_test(test_server_lists),
         cmocka_unit_test(test_options),
