@@ -234,11 +234,17 @@ int router_parse_node(const char *node, char *host, size_t host_size, int *port)
     return 0;
 }
 
-/* Submits a job; on success the router owns it, on failure the caller does. */
-static int submit(struct router *r, struct route_job *j)
+/* Submits a job (the router owns it from here, and frees it on failure). */
+static int submit(struct router *r, struct route_job *j, uint64_t owner, router_done_fn done,
+                  void *arg)
 {
-    if (r->closing)
+    if (r->closing) {
+        job_free(j);
         return -1;
+    }
+    j->owner = owner;
+    j->done = done;
+    j->arg = arg;
     j->r = r;
     j->deadline_ms = uv_now(r->loop) + ROUTER_TIMEOUT_MS;
     list_push(&r->flight, j);
@@ -312,14 +318,7 @@ int router_route(struct router *r, const char *node, const uint8_t uaid[IDS_BYTE
         return -1;
     }
     j->body_len = strlen(j->body);
-    j->owner = owner;
-    j->done = done;
-    j->arg = arg;
-    if (submit(r, j)) {
-        job_free(j);
-        return -1;
-    }
-    return 0;
+    return submit(r, j, owner, done, arg);
 }
 
 int router_kick(struct router *r, const char *node, const uint8_t uaid[IDS_BYTES], uint64_t gen,
@@ -332,14 +331,7 @@ int router_kick(struct router *r, const char *node, const uint8_t uaid[IDS_BYTES
         return -1;
     ids_format(uaid, &plain, u);
     snprintf(j->path, sizeof(j->path), "/route/%s?gen=%016" PRIx64, u, gen);
-    j->owner = owner;
-    j->done = done;
-    j->arg = arg;
-    if (submit(r, j)) {
-        job_free(j);
-        return -1;
-    }
-    return 0;
+    return submit(r, j, owner, done, arg);
 }
 
 /* Adds the body's headers and asks for the writeable callback that sends it. */

@@ -189,14 +189,15 @@ static void mc_x_target(struct mc_x *x, const uint8_t uaid[IDS_BYTES])
     x->server = mc_pool_server(&x->m->pool, x->worker, x->key, x->klen);
 }
 
+/* Takes the value of one key as read: returns STORE_OK or STORE_ERROR. */
+typedef int (*mc_take_fn)(struct mc_x *x, void *arg, const uint8_t *v, size_t len, uint64_t cas);
+
 /*
- * Reads x's record into rec: found and cas as memcached holds the value; live when the value
- * is a valid unexpired record, which is then pruned. Returns STORE_OK, STORE_UNAVAILABLE or
- * STORE_ERROR.
+ * Reads one key of x's uaid, on the uaid's server, and hands its value (if memcached holds
+ * one) to take. Returns STORE_OK, STORE_UNAVAILABLE or STORE_ERROR.
  */
-static int mc_load(struct mc_x *x, struct mc_rec *rec)
+static int mc_get_one(struct mc_x *x, const char *key, size_t klen, mc_take_fn take, void *arg)
 {
-    mc_rec_clear(rec);
     memcached_result_st res;
     if (!memcached_result_create(x->mc, &res))
         return STORE_ERROR;
@@ -205,24 +206,18 @@ static int mc_load(struct mc_x *x, struct mc_rec *rec)
         memcached_result_free(&res);
         return STORE_UNAVAILABLE;
     }
-    const char *keys[1] = {x->key};
-    size_t lens[1] = {x->klen};
+    const char *keys[1] = {key};
+    size_t lens[1] = {klen};
     int status = STORE_OK;
+    bool taken = false;
     memcached_return_t rc = memcached_mget_by_key(x->mc, x->key, x->klen, keys, lens, 1);
     if (rc == MEMCACHED_SUCCESS) {
         while (memcached_fetch_result(x->mc, &res, &rc)) {
-            if (rec->found)
+            if (taken)
                 continue; /* one key asked: one value */
-            rec->found = true;
-            rec->cas = memcached_result_cas(&res);
-            int d = mc_rec_decode(rec, (const uint8_t *)memcached_result_value(&res),
-                                  memcached_result_length(&res));
-            if (d == -2)
-                status = STORE_ERROR;
-            else if (d == -1)
-                mc_count(&x->m->corrupt);
-            else
-                rec->live = true;
+            taken = true;
+            status = take(x, arg, (const uint8_t *)memcached_result_value(&res),
+                          memcached_result_length(&res), memcached_result_cas(&res));
         }
         if (rc == MEMCACHED_END || rc == MEMCACHED_NOTFOUND)
             rc = MEMCACHED_SUCCESS;
@@ -232,6 +227,33 @@ static int mc_load(struct mc_x *x, struct mc_rec *rec)
         return STORE_UNAVAILABLE;
     if (rc != MEMCACHED_SUCCESS)
         return STORE_ERROR;
+    return status;
+}
+
+static int mc_take_rec(struct mc_x *x, void *arg, const uint8_t *v, size_t len, uint64_t cas)
+{
+    struct mc_rec *rec = arg;
+    rec->found = true;
+    rec->cas = cas;
+    int d = mc_rec_decode(rec, v, len);
+    if (d == -2)
+        return STORE_ERROR;
+    if (d == -1)
+        mc_count(&x->m->corrupt);
+    else
+        rec->live = true;
+    return STORE_OK;
+}
+
+/*
+ * Reads x's record into rec: found and cas as memcached holds the value; live when the value
+ * is a valid unexpired record, which is then pruned. Returns STORE_OK, STORE_UNAVAILABLE or
+ * STORE_ERROR.
+ */
+static int mc_load(struct mc_x *x, struct mc_rec *rec)
+{
+    mc_rec_clear(rec);
+    int status = mc_get_one(x, x->key, x->klen, mc_take_rec, rec);
     if (status != STORE_OK)
         return status;
     if (rec->live && x->now >= rec->expires) {
@@ -585,41 +607,24 @@ struct mc_host {
     uint64_t gen;
 };
 
+static int mc_take_host(struct mc_x *x, void *arg, const uint8_t *v, size_t len, uint64_t cas)
+{
+    struct mc_host *h = arg;
+    h->found = true;
+    h->cas = cas;
+    h->valid = !mc_rec_host_decode(v, len, h->node, &h->gen);
+    if (!h->valid && len > 0) /* an empty value is a cleared record */
+        mc_count(&x->m->corrupt);
+    return STORE_OK;
+}
+
 /* Reads x's host record. Returns STORE_OK, STORE_UNAVAILABLE or STORE_ERROR. */
 static int mc_host_load(struct mc_x *x, struct mc_host *h)
 {
     char key[MC_KEY_MAX];
     size_t klen = mc_rec_host_key(key, x->uaid);
     memset(h, 0, sizeof(*h));
-    memcached_result_st res;
-    if (!memcached_result_create(x->mc, &res))
-        return STORE_ERROR;
-    bool probe;
-    if (!mc_begin(x, &probe)) {
-        memcached_result_free(&res);
-        return STORE_UNAVAILABLE;
-    }
-    const char *keys[1] = {key};
-    size_t lens[1] = {klen};
-    memcached_return_t rc = memcached_mget_by_key(x->mc, x->key, x->klen, keys, lens, 1);
-    if (rc == MEMCACHED_SUCCESS) {
-        while (memcached_fetch_result(x->mc, &res, &rc)) {
-            if (h->found)
-                continue;
-            h->found = true;
-            h->cas = memcached_result_cas(&res);
-            h->valid = !mc_rec_host_decode((const uint8_t *)memcached_result_value(&res),
-                                           memcached_result_length(&res), h->node, &h->gen);
-            if (!h->valid && memcached_result_length(&res) > 0)
-                mc_count(&x->m->corrupt);
-        }
-        if (rc == MEMCACHED_END || rc == MEMCACHED_NOTFOUND)
-            rc = MEMCACHED_SUCCESS;
-    }
-    memcached_result_free(&res);
-    if (mc_end(x, rc, probe))
-        return STORE_UNAVAILABLE;
-    return rc == MEMCACHED_SUCCESS ? STORE_OK : STORE_ERROR;
+    return mc_get_one(x, key, klen, mc_take_host, h);
 }
 
 /*

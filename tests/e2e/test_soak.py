@@ -15,8 +15,7 @@ import time
 import unittest
 
 import spd
-
-KEY = "ZmFrZS1rZXktZm9yLXRlc3RzLW9ubHktMzItYnl0ZXM"
+from test_cluster import ClusterCase
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "25"))
 DEVICES = 30
@@ -144,27 +143,10 @@ class SoakDevice:
                 pass
 
 
-class TestSoak(spd.DaemonCase):
-    PER_TEST = True
-
-    def setUp(self):
-        self.mc = spd.Memcached()
-        self.addCleanup(self.mc.stop)
-        # A dead peer is found by the WebSocket ping; moves keep ahead of it.
-        self.CONFIG = {"memcache": {"server": self.mc.addr}, "endpoint": {"token_keys": KEY},
-                       "client": {"pong_interval": "10s"}}
-        super().setUp()
-        self.nodes = [self.daemon]
-        for name in ("b", "c"):
-            node = spd.Daemon(self.CONFIG, name="%s.%s" % (self.id(), name))
-            self.addCleanup(node.stop)
-            node.start()
-            self.nodes.append(node)
-
-    def tearDown(self):
-        super().tearDown()
-        for node in self.nodes[1:]:
-            node.check()
+class TestSoak(ClusterCase):
+    NODES = 3
+    # A vanished socket is found dead by the WebSocket ping if no kick closes it.
+    EXTRA = {"client": {"pong_interval": "10s"}}
 
     def test_nothing_accepted_is_lost(self):
         seed = int(os.environ.get("SOAK_SEED", "0")) or random.randrange(1, 1 << 30)
