@@ -266,9 +266,29 @@ static int mc_load(struct mc_x *x, struct mc_rec *rec)
 }
 
 /*
- * Writes rec back: cas over the value read, or add when there was none. Returns STORE_OK,
- * MC_CONFLICT (someone wrote in between: read again), STORE_UNAVAILABLE or STORE_ERROR.
+ * Writes one key of x's uaid: cas over the value read (found, cas), or add when there was
+ * none. Returns STORE_OK, MC_CONFLICT (someone wrote in between: read again),
+ * STORE_UNAVAILABLE or STORE_ERROR.
  */
+static int mc_put_cas(struct mc_x *x, const char *key, size_t klen, const void *v, size_t len,
+                      time_t ttl, bool found, uint64_t cas)
+{
+    bool probe;
+    if (!mc_begin(x, &probe))
+        return STORE_UNAVAILABLE;
+    memcached_return_t rc =
+        found ? memcached_cas_by_key(x->mc, x->key, x->klen, key, klen, v, len, ttl, 0, cas)
+              : memcached_add_by_key(x->mc, x->key, x->klen, key, klen, v, len, ttl, 0);
+    if (mc_end(x, rc, probe))
+        return STORE_UNAVAILABLE;
+    if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_NOTFOUND) {
+        mc_count(&x->m->conflicts);
+        return MC_CONFLICT;
+    }
+    return memcached_success(rc) ? STORE_OK : STORE_ERROR;
+}
+
+/* Writes rec back over the value read. As mc_put_cas(). */
 static int mc_save(struct mc_x *x, struct mc_rec *rec)
 {
     if (mc_rec_fit(rec, x->m->record_max) != 0)
@@ -277,25 +297,10 @@ static int mc_save(struct mc_x *x, struct mc_rec *rec)
     uint8_t *v = mc_rec_encode(rec, &len);
     if (!v)
         return STORE_ERROR;
-    bool probe;
-    if (!mc_begin(x, &probe)) {
-        free(v);
-        return STORE_UNAVAILABLE;
-    }
-    time_t ttl = mc_ttl(rec->expires, x->now);
-    memcached_return_t rc = rec->found
-                                ? memcached_cas_by_key(x->mc, x->key, x->klen, x->key, x->klen,
-                                                       (const char *)v, len, ttl, 0, rec->cas)
-                                : memcached_add_by_key(x->mc, x->key, x->klen, x->key, x->klen,
-                                                       (const char *)v, len, ttl, 0);
+    int status = mc_put_cas(x, x->key, x->klen, v, len, mc_ttl(rec->expires, x->now), rec->found,
+                            rec->cas);
     free(v);
-    if (mc_end(x, rc, probe))
-        return STORE_UNAVAILABLE;
-    if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_NOTFOUND) {
-        mc_count(&x->m->conflicts);
-        return MC_CONFLICT;
-    }
-    return memcached_success(rc) ? STORE_OK : STORE_ERROR;
+    return status;
 }
 
 /* Writes a data item (nonce fresh, so nothing else writes that key). */
@@ -645,21 +650,7 @@ static int mc_host_save(struct mc_x *x, const struct mc_host *h, const char *nod
             return STORE_ERROR;
         ttl = mc_ttl(mc_after(x->now, x->limits->timeout_live_ms), x->now);
     }
-    bool probe;
-    if (!mc_begin(x, &probe))
-        return STORE_UNAVAILABLE;
-    memcached_return_t rc =
-        h->found ? memcached_cas_by_key(x->mc, x->key, x->klen, key, klen, (const char *)v, vlen,
-                                        ttl, 0, h->cas)
-                 : memcached_add_by_key(x->mc, x->key, x->klen, key, klen, (const char *)v, vlen,
-                                        ttl, 0);
-    if (mc_end(x, rc, probe))
-        return STORE_UNAVAILABLE;
-    if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_NOTFOUND) {
-        mc_count(&x->m->conflicts);
-        return MC_CONFLICT;
-    }
-    return memcached_success(rc) ? STORE_OK : STORE_ERROR;
+    return mc_put_cas(x, key, klen, v, vlen, ttl, h->found, h->cas);
 }
 
 enum mc_host_mode {
