@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "simplepushd/config.h"
 #include "simplepushd/device.h"
@@ -369,6 +370,19 @@ static int write_body(struct route_job *j, struct lws *wsi)
     return n < (int)j->body_len ? -1 : 0;
 }
 
+/*
+ * One connection per request would leave a socket in TIME_WAIT per route on this side (and
+ * run out of ephemeral ports at a few hundred routes a second). The answer has been read in
+ * full, so the connection is closed with a reset instead (SO_LINGER 0), which leaves none.
+ */
+static void abort_on_close(struct lws *wsi)
+{
+    struct linger l = {.l_onoff = 1, .l_linger = 0};
+    lws_sockfd_type fd = lws_get_socket_fd(wsi);
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+}
+
 int router_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                     size_t len)
 {
@@ -404,6 +418,7 @@ int router_callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_COMPLETED_CLIENT_HTTP:
         if (j)
             job_finish(j, j->status > 0 ? j->status : ROUTER_FAILED, false);
+        abort_on_close(wsi);
         return -1; /* one request per connection */
 
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:

@@ -28,6 +28,18 @@ def metric(node, name, result):
     return int(m.group(1)) if m else None
 
 
+def time_wait_sockets(port):
+    """Sockets in TIME_WAIT on loopback with port at either end (from /proc/net/tcp)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            ports = {int(local.split(":")[1], 16), int(remote.split(":")[1], 16)}
+            n += state == "06" and port in ports
+    return n
+
+
 def wait_metric(node, name, result, want, timeout=5):
     """The metric once it reaches want (a peer's answer may still be on its way)."""
     deadline = time.monotonic() + spd.scaled(timeout)
@@ -87,6 +99,21 @@ class TestRouting(ClusterCase):
         self.assertJSONResponse(spd.put(endpoint_on(ep, b), version=8), 200, {})
         self.assertEqual(spd.recv_json(ws)["updates"], [{"channelID": chid, "version": 8}])
         self.assertEqual(metric(a, "routes_sent_total", "ok"), 1)
+
+    def test_routes_leave_no_sockets_in_time_wait(self):
+        # One connection per route must not pile up TIME_WAIT sockets (ephemeral ports run
+        # out at a few hundred routes a second otherwise).
+        a, b = self.nodes
+        ws, _ = self.device_on(b)
+        chid = spd.new_chid()
+        ep = endpoint_on(spd.register(ws, chid), a)
+        conn = spd.http_connection(a.public_port)
+        before = time_wait_sockets(b.internal_port)
+        for version in range(1, 101):
+            self.assertJSONResponse(spd.put(ep, version=version, conn=conn), 200, {})
+            self.assertEqual(spd.recv_json(ws)["updates"],
+                             [{"channelID": chid, "version": version}])
+        self.assertLessEqual(time_wait_sockets(b.internal_port) - before, 5)
 
     def test_channel_spelling_survives_routing(self):
         a, b = self.nodes
