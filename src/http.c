@@ -16,6 +16,7 @@
 #include "simplepushd/assets.h"
 #include "simplepushd/config.h"
 #include "simplepushd/endpoint.h"
+#include "simplepushd/gate.h"
 #include "simplepushd/ids.h"
 #include "simplepushd/log.h"
 #include "simplepushd/metrics.h"
@@ -185,6 +186,7 @@ static int respond_metrics(struct http_txn *txn)
     struct metrics_gauges g = {
         .connections = server_self->n_devices,
         .max_connections = server_self->max_connections,
+        .handshakes = gate_handshakes(server_self->gate),
         .draining = server_self->stopping,
         .log_drops = log_heka_drops(),
         .breaker = store_mc_breaker_state(server_self->store),

@@ -372,11 +372,8 @@ class TestHttpAbuse(AbuseCase):
                     self.assertGreaterEqual(r.status, 400, r)
                     self.assertLess(r.status, 500, r)
 
-    # libwebsockets 4.1.6 answers these itself, with a 403 and an HTML body, before any
-    # callback of ours runs; refusing them with a JSON 400 needs the request head to be
-    # checked before lws parses it (the hardening issue). Until then these are known gaps:
-    # an unexpected success fails the run, so the marker cannot outlive the fix.
-    @unittest.expectedFailure
+    # libwebsockets 4.1.6 would answer these itself (403, HTML) before any callback of ours;
+    # the gate checks the request head before lws parses it (docs/security.md).
     def test_upgrade_other_refused_400_json(self):
         # SPEC §1: any Upgrade other than websocket is refused with 400, and every HTTP
         # response is JSON.
@@ -421,11 +418,8 @@ class TestHttpAbuse(AbuseCase):
                                  % ("A" * size))
                 self.assertRefusedJSON(r)
 
-    # libwebsockets 4.1.6 answers these itself, with a 403 and an HTML body, before any
-    # callback of ours runs; refusing them with a JSON 400 needs the request head to be
-    # checked before lws parses it (the hardening issue). Until then these are known gaps:
-    # an unexpected success fails the run, so the marker cannot outlive the fix.
-    @unittest.expectedFailure
+    # libwebsockets 4.1.6 would answer these itself (403, HTML) before any callback of ours;
+    # the gate checks the request head before lws parses it (docs/security.md).
     def test_garbage_request_lines(self):
         for text in ("GARBAGE\n\n", "GET\n\n", "GET / HTTP/9.9\nHost: x\n\n",
                      "\x00\x01\x02\x03\n\n", "GET / HTTP/1.1\nHost: x\nBadHeader\n\n",
