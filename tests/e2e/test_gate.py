@@ -7,6 +7,7 @@ way: Host headers that name the other vhost, and listeners bound to every addres
 """
 import json
 import re
+import signal
 import socket
 import time
 import unittest
@@ -333,6 +334,21 @@ class TestHandshakeCap(spd.DaemonCase):
             s.close()
         self.wait_handshakes(0)
         self.device().ping()
+
+    def test_sighup_applies_max_handshakes(self):
+        self.daemon.write_config(config={"server": {"max_handshakes": "1"}})
+        self.daemon.signal(signal.SIGHUP)
+        deadline = time.monotonic() + spd.scaled(5)
+        while "reload: server.max_handshakes changed" not in self.daemon.log():
+            self.assertLess(time.monotonic(), deadline, "reload not logged")
+            time.sleep(0.05)
+        s = socket.create_connection((spd.HOST, self.port), timeout=spd.scaled(5))
+        self.addCleanup(s.close)
+        s.sendall(WS_HEAD[:10])
+        self.wait_handshakes(1)
+        t = socket.create_connection((spd.HOST, self.port), timeout=spd.scaled(5))
+        self.addCleanup(t.close)
+        self.assertEqual([status for status, _ in responses(read_all(t))], [503])
 
 
 if __name__ == "__main__":
