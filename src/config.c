@@ -110,6 +110,8 @@ static const struct cfg_key keys[] = {
                "this node's name in endpoint URLs and host records; default server.host"),
     KEY_NUM("server.max_connections", CFG_INT, server_max_connections, 0, 1, 10000000, true, true,
             "most WebSocket devices at once; 0 derives it from the open-files limit"),
+    KEY_NUM("server.max_handshakes", CFG_INT, server_max_handshakes, 1024, 1, 1000000, false, true,
+            "most connections whose first request head is being read; over it: 503 and close"),
     KEY_NUM("server.drain_seconds", CFG_DURATION, server_drain_ms, S(10), 0, S(3600), false, false,
             "on SIGTERM, time over which device sockets are closed"),
     KEY_BOOL("server.demo", server_demo, false, false,

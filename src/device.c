@@ -885,8 +885,10 @@ static int on_established(struct device_session *s, struct lws *wsi)
     s->counted = true;
     srv->n_devices++;
     metrics.ws_opened++;
+    /* One second more: part of the current second is gone, and no socket may be closed for
+     * want of a hello before client.hello_timeout has passed. */
     if (cfg->client_hello_timeout_ms)
-        s->hello_due = now + secs(cfg->client_hello_timeout_ms);
+        s->hello_due = now + secs(cfg->client_hello_timeout_ms) + 1;
     if (cfg->client_pong_interval_ms)
         s->pong_due = now + secs(cfg->client_pong_interval_ms);
     rearm(s);

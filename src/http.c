@@ -16,6 +16,7 @@
 #include "simplepushd/assets.h"
 #include "simplepushd/config.h"
 #include "simplepushd/endpoint.h"
+#include "simplepushd/gate.h"
 #include "simplepushd/ids.h"
 #include "simplepushd/log.h"
 #include "simplepushd/metrics.h"
@@ -186,6 +187,7 @@ static int respond_metrics(struct http_txn *txn)
     struct metrics_gauges g = {
         .connections = server_self->n_devices,
         .max_connections = server_self->max_connections,
+        .handshakes = gate_handshakes(server_self->gate),
         .draining = server_self->stopping,
         .log_drops = log_heka_drops(),
         .breaker = store_mc_breaker_state(server_self->store),
@@ -340,6 +342,38 @@ int http_confirm_upgrade(struct lws *wsi)
     return -1;
 }
 
+/* The request methods lws parses, with their names. */
+static const struct {
+    enum lws_token_indexes token;
+    const char *name;
+} methods[] = {
+    {WSI_TOKEN_GET_URI, "GET"},       {WSI_TOKEN_POST_URI, "POST"},
+    {WSI_TOKEN_PUT_URI, "PUT"},       {WSI_TOKEN_PATCH_URI, "PATCH"},
+    {WSI_TOKEN_DELETE_URI, "DELETE"}, {WSI_TOKEN_OPTIONS_URI, "OPTIONS"},
+    {WSI_TOKEN_HEAD_URI, "HEAD"},
+};
+
+/*
+ * True when lws hands us, as the first bytes of a request body, the start of the request's
+ * own request line. lws 4.1.6 parses a request that came in the same read as the one before
+ * it (pipelined) from the wsi's buffer list, and lws_http_action() then reads the body from
+ * that list too, from its start: the head is given as the body, and once the body is
+ * complete, completion comes again and again without end, inside lws (the daemon hangs).
+ * "METHOD /" with a literal space is no form body, so such a connection is closed:
+ * pipelined requests with a body are not served.
+ */
+static bool body_is_head(struct lws *wsi, const char *in, size_t len)
+{
+    char start[16];
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        if (!lws_hdr_total_length(wsi, methods[i].token))
+            continue;
+        int n = snprintf(start, sizeof(start), "%s /", methods[i].name);
+        return !memcmp(in, start, len < (size_t)n ? len : (size_t)n);
+    }
+    return false;
+}
+
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                   size_t len)
 {
@@ -364,6 +398,10 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     }
 
     case LWS_CALLBACK_HTTP_BODY:
+        if (txn && !txn->body_started && len && body_is_head(wsi, in, len))
+            return -1;
+        if (txn && len)
+            txn->body_started = true;
         if (!txn || txn->phase != HTTP_PHASE_REQUEST || !txn->body)
             return 0; /* answered already; the connection closes after the response */
         if (txn->body_len + len > txn->body_expected)
@@ -373,7 +411,14 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return 0;
 
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (!txn || txn->phase != HTTP_PHASE_REQUEST || !txn->body)
+        /*
+         * lws calls this again for every read after the body while the answer is pending
+         * (bytes a client sent after the body, a pipelined request): once is enough.
+         */
+        if (!txn || txn->body_done)
+            return 0;
+        txn->body_done = true;
+        if (txn->phase != HTTP_PHASE_REQUEST || !txn->body)
             return 0;
         if (txn->route)
             return router_http_finish(txn) ? -1 : 0;

@@ -16,6 +16,7 @@ struct metrics metrics;
 
 static const int put_statuses[METRICS_PUT_STATUSES] = {200, 202, 400, 404, 405, 410,
                                                        411, 413, 500, 503, 0,   0};
+static const int bad_request_statuses[METRICS_BAD_REQUEST_STATUSES] = {400, 405, 414, 431, 505};
 static const double latency_bounds[METRICS_LATENCY_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0};
 static const char *const op_names[STORE_HOST_CLEAR + 1] = {
@@ -59,6 +60,17 @@ void metrics_put(int status)
         }
     }
     metrics.puts[METRICS_PUT_STATUSES]++;
+}
+
+void metrics_bad_request(int status)
+{
+    for (size_t i = 0; i < METRICS_BAD_REQUEST_STATUSES; i++) {
+        if (bad_request_statuses[i] == status) {
+            metrics.bad_requests[i]++;
+            return;
+        }
+    }
+    metrics.bad_requests[METRICS_BAD_REQUEST_STATUSES]++;
 }
 
 void metrics_store(enum store_op op, enum store_status status, uint64_t latency_ns)
@@ -229,6 +241,8 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
     gauge(&o, "connections", "Devices connected.", (long long)g->connections);
     gauge(&o, "max_connections", "The cap on connected devices.", (long long)g->max_connections);
     gauge(&o, "draining", "1 while the daemon is stopping.", g->draining);
+    gauge(&o, "handshakes", "Connections whose first request head is being read.",
+          (long long)g->handshakes);
     gauge(&o, "storage_breaker_state",
           "memcached circuit breaker: -1 no memcached, 0 closed, 1 half-open, 2 open.",
           g->breaker);
@@ -250,6 +264,20 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
             metrics.updates_sent);
     counter(&o, "log_datagrams_dropped_total", "Heka log datagrams dropped (never blocking).",
             g->log_drops);
+
+    counter(&o, "handshakes_refused_total",
+            "Connections closed at accept because server.max_handshakes were in flight.",
+            metrics.handshakes_refused);
+    counter(&o, "handshake_timeouts_total",
+            "Connections closed (408) because their request head took too long.",
+            metrics.handshake_timeouts);
+    out_printf(&o, "# HELP simplepushd_bad_requests_total Request heads refused before "
+                   "libwebsockets, by status.\n# TYPE simplepushd_bad_requests_total counter\n");
+    for (size_t i = 0; i < METRICS_BAD_REQUEST_STATUSES; i++)
+        out_printf(&o, "simplepushd_bad_requests_total{status=\"%d\"} %llu\n",
+                   bad_request_statuses[i], (unsigned long long)metrics.bad_requests[i]);
+    out_printf(&o, "simplepushd_bad_requests_total{status=\"other\"} %llu\n",
+               (unsigned long long)metrics.bad_requests[METRICS_BAD_REQUEST_STATUSES]);
 
     out_printf(&o, "# HELP simplepushd_puts_total Answers to PUT /update, by status.\n"
                    "# TYPE simplepushd_puts_total counter\n");

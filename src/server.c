@@ -6,9 +6,18 @@
  * timer wheel, the store's completions and the signal handlers all run on one epoll loop.
  * lws's own idle timers are switched off (retry policy with zero intervals): lws keeps its
  * timers in a sorted list, O(n) per insert, so our timer wheel does that work instead.
+ *
+ * Plain-TCP listeners are the gate's (gate.h): it checks each connection's first request head
+ * before lws parses it, then hands the connection to the vhost, which does not listen itself.
+ * Only a TLS public listener is lws's own, since no head can be read before TLS. The two
+ * vhosts get different "no listener" ports (-2 public, -1 internal): lws 4.1.6 moves a request
+ * to the vhost that the Host header names among those of the same listen port
+ * (lws_select_vhost), so a shared port would let Host: internal reach the internal vhost
+ * from the public listener.
  */
 #include "simplepushd/server.h"
 
+#include <errno.h>
 #include <libwebsockets.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +26,8 @@
 
 #include "simplepushd/config.h"
 #include "simplepushd/device.h"
+#include "simplepushd/gate.h"
+#include "simplepushd/head.h"
 #include "simplepushd/http.h"
 #include "simplepushd/log.h"
 #include "simplepushd/metrics.h"
@@ -34,8 +45,11 @@
 #define DEVICE_TX_PACKET 65536
 /* HTTP header tables lws may hold at once (handshakes and requests in flight). */
 #define HTTP_HEADER_POOL 512
-/* Bytes of request head lws keeps: a PUT may carry version and data in its query string. */
-#define HTTP_HEADER_DATA 16384
+/*
+ * Bytes of request head lws keeps: a PUT may carry version and data in its query string. The
+ * gate refuses heads of more raw bytes than that, which lws would store in fewer.
+ */
+#define HTTP_HEADER_DATA HEAD_MAX
 /* Open files kept for everything but devices: HTTP clients, listeners, stdio, loop fds. */
 #define FD_HEADROOM 256
 
@@ -286,6 +300,7 @@ int server_reload(struct server *srv)
     log_configure(srv->cfg->log_level, srv->cfg->log_format);
     apply_outputs(srv->cfg);
     srv->max_connections = effective_max_connections(srv);
+    gate_set_max_handshakes(srv->gate, (size_t)srv->cfg->server_max_handshakes);
     log_notice("server", "configuration reloaded from %s", srv->config_path);
     rc = 0;
 out:
@@ -312,6 +327,7 @@ static void on_signal(uv_signal_t *sig, int signum)
     server_stop(srv, graceful);
 }
 
+/* A vhost; port is lws's listener's, or CONTEXT_PORT_NO_LISTEN(_SERVER) for the gate's. */
 static struct lws_vhost *create_vhost(struct server *srv, const char *name, const char *host,
                                       int port, struct lws_protocols *protocols,
                                       const struct lws_protocol_vhost_options *pvo, bool tls)
@@ -334,9 +350,22 @@ static struct lws_vhost *create_vhost(struct server *srv, const char *name, cons
         info.alpn = "http/1.1"; /* never h2 (SPEC §1) */
     }
     struct lws_vhost *vh = lws_create_vhost(srv->ctx, &info);
-    if (!vh)
+    if (!vh && port >= 0)
         log_err("server", "cannot listen on %s:%d (%s listener)", host ? host : "*", port, name);
+    else if (!vh)
+        log_err("server", "cannot create the %s vhost", name);
     return vh;
+}
+
+/* Listens on host:port through the gate for vh; writes the bound port. Returns 0 or -1. */
+static int gate_listener(struct server *srv, struct lws_vhost *vh, const char *name,
+                         const char *host, int port, int *bound)
+{
+    if (!gate_listen(srv->gate, vh, host, port, bound))
+        return 0;
+    log_err("server", "cannot listen on %s:%d (%s listener): %s", host && *host ? host : "*", port,
+            name, strerror(errno));
+    return -1;
 }
 
 int server_start(struct server *srv, struct config *cfg, const char *config_path, uv_loop_t *loop,
@@ -427,16 +456,29 @@ int server_start(struct server *srv, struct config *cfg, const char *config_path
         return -1;
     }
 
-    srv->vh_public = create_vhost(srv, "public", cfg->server_host, cfg->server_port,
-                                  public_protocols, &public_pvo, cfg->ssl_certfile != NULL);
+    bool tls = cfg->ssl_certfile != NULL;
+    srv->gate = gate_new(loop, (size_t)cfg->server_max_handshakes);
+    if (!srv->gate) {
+        log_err("server", "out of memory");
+        return -1;
+    }
+    srv->vh_public = create_vhost(srv, "public", cfg->server_host,
+                                  tls ? cfg->server_port : CONTEXT_PORT_NO_LISTEN_SERVER,
+                                  public_protocols, &public_pvo, tls);
     if (!srv->vh_public)
         return -1;
-    srv->vh_internal = create_vhost(srv, "internal", cfg->internal_host, cfg->internal_port,
+    srv->vh_internal = create_vhost(srv, "internal", cfg->internal_host, CONTEXT_PORT_NO_LISTEN,
                                     internal_protocols, NULL, false);
     if (!srv->vh_internal)
         return -1;
-    srv->public_port = lws_get_vhost_listen_port(srv->vh_public);
-    srv->internal_port = lws_get_vhost_listen_port(srv->vh_internal);
+    if (tls)
+        srv->public_port = lws_get_vhost_listen_port(srv->vh_public);
+    else if (gate_listener(srv, srv->vh_public, "public", cfg->server_host, cfg->server_port,
+                           &srv->public_port))
+        return -1;
+    if (gate_listener(srv, srv->vh_internal, "internal", cfg->internal_host, cfg->internal_port,
+                      &srv->internal_port))
+        return -1;
     if (build_url_template(srv) || build_node(srv))
         return -1;
     uint8_t key[IDS_BYTES];
@@ -492,6 +534,8 @@ static void stop_now(struct server *srv)
     metrics_statsd_flush(srv->n_devices); /* what the last interval counted */
     if (!was_stopping)
         sdnotify_send("STOPPING=1");
+    /* No new connections reach lws; those still in the gate are closed. */
+    gate_close(srv->gate);
     /* lws first: closing sessions still use the registry, timers and store. */
     if (srv->ctx)
         lws_context_destroy(srv->ctx);
@@ -581,6 +625,7 @@ void server_free(struct server *srv)
     /* With a foreign loop the last stage of lws's destruction needs one more call. */
     if (srv->ctx)
         lws_context_destroy(srv->ctx);
+    gate_free(srv->gate);
     registry_free(srv->reg);
     token_ring_free(srv->tokens);
     config_free(srv->cfg);

@@ -26,6 +26,7 @@ struct config {
     int server_port;                /* 8080; 0 = any free port */
     char *server_current_host;      /* NULL/"" = derived from server_host */
     int64_t server_max_connections; /* 0 = derived from the open-files limit */
+    int64_t server_max_handshakes;  /* 1024: connections in the gate at once */
     uint64_t server_drain_ms;       /* server.drain_seconds, 10s */
     bool server_demo;               /* serve the demo page at /demo/; false */
 

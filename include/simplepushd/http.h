@@ -36,6 +36,8 @@ struct http_txn {
     char *body; /* request body being read, malloc'd */
     size_t body_len;
     size_t body_expected; /* Content-Length */
+    bool body_started;    /* body bytes came for this request */
+    bool body_done;       /* LWS_CALLBACK_HTTP_BODY_COMPLETION came for this request */
     char *token;          /* PUT: the token of the path, malloc'd */
     bool route;           /* PUT /route/<uaid> from another node: the body goes to the router */
     uint8_t uaid[16];     /* its uaid */

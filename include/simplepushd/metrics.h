@@ -17,6 +17,9 @@
 /* The HTTP statuses PUT /update answers, counted one by one (others count as "other"). */
 #define METRICS_PUT_STATUSES 12
 
+/* The statuses the gate refuses request heads with (others count as "other"). */
+#define METRICS_BAD_REQUEST_STATUSES 5
+
 struct metrics {
     uint64_t ws_opened, ws_closed;
     uint64_t hellos, hello_resets, registers, unregisters, acks, pings, too_many_pings;
@@ -24,6 +27,10 @@ struct metrics {
     uint64_t notifications; /* notification messages queued to devices */
     uint64_t updates_sent;  /* updates in them */
     uint64_t puts[METRICS_PUT_STATUSES + 1];
+    uint64_t handshakes_refused; /* connections closed at accept: max_handshakes in the gate */
+    uint64_t handshake_timeouts; /* request heads not complete in time (408) */
+    /* Request heads the gate refused, by status (bad_request_statuses in metrics.c). */
+    uint64_t bad_requests[METRICS_BAD_REQUEST_STATUSES + 1];
     uint64_t store_requests[STORE_HOST_CLEAR + 1][5]; /* by op and -status */
     /*
      * Routing between nodes, by outcome (enum metrics_route_result): updates sent to the
@@ -55,6 +62,9 @@ void metrics_route_kick(int status);
 /* Counts one answer of PUT /update. */
 void metrics_put(int status);
 
+/* Counts one request head the gate refused with status. */
+void metrics_bad_request(int status);
+
 /* The store's observer: counts one completion and its latency. */
 void metrics_store(enum store_op op, enum store_status status, uint64_t latency_ns);
 
@@ -62,6 +72,7 @@ void metrics_store(enum store_op op, enum store_status status, uint64_t latency_
 struct metrics_gauges {
     size_t connections;
     int64_t max_connections;
+    size_t handshakes; /* connections in the gate (request head not read yet) */
     int draining;
     uint64_t log_drops; /* Heka datagrams dropped */
     int breaker;        /* memcached circuit breaker: -1 none, 0 closed, 1 half-open, 2 open */

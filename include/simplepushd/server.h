@@ -17,6 +17,7 @@
 #include "simplepushd/store.h"
 
 struct config;
+struct gate;
 struct lws_context;
 struct lws_vhost;
 struct registry;
@@ -31,6 +32,7 @@ struct server {
     struct lws_context *ctx;
     struct lws_vhost *vh_public;
     struct lws_vhost *vh_internal;
+    struct gate *gate; /* the plain listeners (gate.h) */
     struct store *store;
     struct registry *reg;
     struct timers *timers;

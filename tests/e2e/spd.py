@@ -18,7 +18,8 @@ Clients:
 
 Only the standard library and Debian's python3-websocket are used. Run with
 /usr/bin/python3. SPD_TIME_SCALE (default 2 for a sanitizer build of the daemon, else 1) stretches every
-timeout of the harness and of the tests that use scaled().
+timeout of the harness and of the tests that use scaled(); .ci/valgrind sets it to 10 and
+SPD_VALGRIND=1 (which skips the RSS checks).
 """
 
 import atexit
@@ -57,6 +58,10 @@ def _is_asan_build():
 # An ASan build runs slower, and its quarantine keeps freed memory resident, so its RSS
 # says nothing about leaks (LeakSanitizer does that there).
 ASAN_BUILD = _is_asan_build()
+# SPD_VALGRIND=1: $SIMPLEPUSHD runs the daemon under valgrind (.ci/valgrind), whose RSS says
+# nothing about leaks either (memcheck reports them).
+VALGRIND = os.environ.get("SPD_VALGRIND", "") not in ("", "0")
+RSS_MEANINGFUL = not (ASAN_BUILD or VALGRIND)
 TIME_SCALE = float(os.environ.get("SPD_TIME_SCALE", "") or (2.0 if ASAN_BUILD else 1.0))
 KEEP = os.environ.get("SPD_KEEP", "") not in ("", "0")  # keep a failed daemon's directory
 

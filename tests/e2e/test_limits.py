@@ -17,8 +17,11 @@ class TestHelloTimeout(spd.DaemonCase):
     CONFIG = {"client": {"hello_timeout": "1s"}}
 
     def test_closed_1000_without_hello(self):
-        ws = self.ws()
+        # t0 before the handshake: the timer starts when the daemon has accepted the socket,
+        # which may be well before the client sees the 101 when the daemon is slowed down
+        # (valgrind); so the lower bound holds however slow it is.
         t0 = time.monotonic()
+        ws = self.ws()
         code, msgs = expect_close(ws, timeout=5)
         elapsed = time.monotonic() - t0
         self.assertEqual((code, msgs), (1000, []))
@@ -175,7 +178,7 @@ class TestDuplicateUaid(spd.DaemonCase):
         t0 = time.monotonic()
         code, msgs = expect_close(d.ws, timeout=6)
         self.assertEqual((code, msgs), (1008, []))
-        self.assertLess(time.monotonic() - t0, 5)
+        self.assertLess(time.monotonic() - t0, spd.scaled(5))
         # The old socket's end must not unbind the newcomer.
         time.sleep(0.2)
         for v in (1, 2):

@@ -142,6 +142,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->server_port, 8080);
     assert_null(cfg->server_current_host);
     assert_int_equal(cfg->server_max_connections, 0);
+    assert_int_equal(cfg->server_max_handshakes, 1024);
     assert_int_equal(cfg->server_drain_ms, 10000);
     assert_string_equal(cfg->internal_host, "127.0.0.1");
     assert_int_equal(cfg->internal_port, 8081);
@@ -170,7 +171,7 @@ static void test_defaults(void **state)
 static void test_key_table(void **state)
 {
     size_t n = config_key_count();
-    assert_int_equal(n, 32);
+    assert_int_equal(n, 33);
     for (size_t i = 0; i < n; i++) {
         const char *name = config_key_name(i);
         assert_non_null(name);
@@ -182,7 +183,7 @@ static void test_key_table(void **state)
     assert_false(config_key_reloadable(n));
 
     /* SPEC §12: log (and its heka sink), metrics targets, token keys, client limits and
-     * max_connections reload; listeners and storage do not. */
+     * max_connections (and max_handshakes) reload; listeners and storage do not. */
     static const char *const reloadable[] = {
         "log.level",
         "log.format",
@@ -194,6 +195,7 @@ static void test_key_table(void **state)
         "client.max_message_size",
         "client.max_pending_bytes",
         "server.max_connections",
+        "server.max_handshakes",
         "heka.use",
         "heka.server_addr",
         "heka.logger_name",
@@ -350,6 +352,7 @@ static void check_good_values(const struct config *cfg)
     assert_int_equal(cfg->server_port, 9090);
     assert_string_equal(cfg->server_current_host, "push.example.com");
     assert_int_equal(cfg->server_max_connections, 5);
+    assert_int_equal(cfg->server_max_handshakes, 64);
     assert_int_equal(cfg->server_drain_ms, 2500);
     assert_string_equal(cfg->internal_host, "127.0.0.2");
     assert_int_equal(cfg->internal_port, 0);
@@ -624,6 +627,8 @@ static void test_ranges_accepted(void **state)
         "server.max_connections = 0",
         "server.max_connections = 1",
         "server.max_connections = 10000000",
+        "server.max_handshakes = 1",
+        "server.max_handshakes = 1000000",
         "server.drain_seconds = 0",
         "server.drain_seconds = 1h",
         "client.hello_timeout = 0",
@@ -711,6 +716,9 @@ static void test_bad_files(void **state)
          ":1: server.max_connections: -1 is out of range 0 or 1..10000000"},
         {"max_connections = 10000001\n",
          ":1: max_connections: 10000001 is out of range 0 or 1..10000000"},
+        {"server.max_handshakes = 0\n", ":1: server.max_handshakes: 0 is out of range 1..1000000"},
+        {"server.max_handshakes = 1000001\n",
+         ":1: server.max_handshakes: 1000001 is out of range 1..1000000"},
         {"client.max_message_size = 64k\n", ":1: client.max_message_size: invalid size \"64k\""},
         {"client.max_message_size = 4095\n",
          ":1: client.max_message_size: 4095 is out of range 4096..16777216"},

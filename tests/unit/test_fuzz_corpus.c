@@ -49,6 +49,11 @@ int endpoint_one(const uint8_t *data, size_t size);
 #include "../fuzz/fuzz_endpoint.c"
 #undef LLVMFuzzerTestOneInput
 
+#define LLVMFuzzerTestOneInput head_one
+int head_one(const uint8_t *data, size_t size);
+#include "../fuzz/fuzz_head.c"
+#undef LLVMFuzzerTestOneInput
+
 #define LLVMFuzzerInitialize   config_init
 #define LLVMFuzzerTestOneInput config_one
 int config_init(int *argc, char ***argv);
@@ -131,6 +136,12 @@ static void test_endpoint_corpus(void **state)
     assert_true(replay("endpoint", endpoint_one) >= 12);
 }
 
+static void test_head_corpus(void **state)
+{
+    (void)state;
+    assert_true(replay("head", head_one) >= 12);
+}
+
 static void test_config_corpus(void **state)
 {
     (void)state;
@@ -146,6 +157,7 @@ int main(void)
         cmocka_unit_test(test_message_corpus),
         cmocka_unit_test(test_token_corpus),
         cmocka_unit_test(test_endpoint_corpus),
+        cmocka_unit_test(test_head_corpus),
         cmocka_unit_test(test_config_corpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
