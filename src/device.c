@@ -11,6 +11,10 @@
  *   the close drops the queue) and the close frame follows. A safety timeout kills a socket
  *   whose peer does not read.
  * - Outgoing bytes queued per session never exceed client.max_pending_bytes.
+ * - A message is written at once (lws_write outside the WRITEABLE callback) only when nothing
+ *   is ahead of it: our queue is empty, lws holds no partial write of the session, and
+ *   neither side has started a close. Otherwise it is queued and goes out from WRITEABLE, so
+ *   messages leave in the order they were made.
  */
 #include "simplepushd/device.h"
 
@@ -45,6 +49,9 @@
 /* Seconds a closing socket may take to flush before it is killed. */
 #define CLOSE_GRACE_SECS 2
 
+/* Largest message written at once from a stack buffer; longer ones are queued. */
+#define WRITE_NOW_MAX 2048
+
 enum session_state {
     SESSION_NEW,   /* waiting for hello */
     SESSION_HELLO, /* hello is with the store */
@@ -78,6 +85,7 @@ struct device_session {
     bool ping_due : 1;     /* a WebSocket ping is to be sent */
     bool awaiting_pong : 1;
     bool rx_since_ping : 1;
+    bool peer_closed : 1; /* the peer's close frame arrived; lws answers it */
 };
 
 size_t device_session_size(void)
@@ -133,14 +141,46 @@ static void close_session(struct device_session *s, uint16_t code, bool drop)
 }
 
 /*
- * Queues a text message (copied). Over the pending-bytes bound the session is closed, unless
- * unbounded: an error reply echoes a request of up to client.max_message_size bytes and is
- * the last message before the close, so it may exceed the bound.
+ * Writes a text message at once when nothing is ahead of it (see the invariants), saving
+ * the POLLOUT round of a queued message: on libuv each poll change costs two epoll_ctl
+ * calls. What the socket does not take, lws keeps and sends before anything else, and it
+ * asks for POLLOUT only then. Debian's lws has no HTTP/2 for WebSockets (ALPN is
+ * http/1.1 only) and we enable no extension, so a frame goes to the socket as it is.
+ * Returns 1 when written, 0 when the message must be queued, -1 when the write failed (the
+ * session is then being killed).
+ */
+static int write_now(struct device_session *s, const char *text, size_t len)
+{
+    unsigned char buf[LWS_PRE + WRITE_NOW_MAX];
+
+    if (s->out_head || s->peer_closed || len > WRITE_NOW_MAX || server_self->closing_all ||
+        lws_partial_buffered(s->wsi))
+        return 0;
+    memcpy(buf + LWS_PRE, text, len);
+    if (lws_write(s->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len) {
+        /* The socket is unusable: no close frame can go out, so kill it. */
+        s->close_code = CLOSE_GOING_AWAY;
+        drop_queue(s);
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        wake_lws();
+        return -1;
+    }
+    return 1;
+}
+
+/*
+ * Sends a text message (copied): at once when possible, else queued. Over the pending-bytes
+ * bound the session is closed, unless unbounded: an error reply echoes a request of up to
+ * client.max_message_size bytes and is the last message before the close, so it may exceed
+ * the bound.
  */
 static int queue_message(struct device_session *s, const char *text, size_t len, bool unbounded)
 {
     if (s->close_code)
         return -1;
+    int w = write_now(s, text, len);
+    if (w)
+        return w > 0 ? 0 : -1;
     if (!unbounded &&
         (uint64_t)s->out_bytes + len > (uint64_t)server_self->cfg->client_max_pending_bytes) {
         log_info("device", "session %llu over its outgoing bound, closing",
@@ -804,6 +844,11 @@ static int dispatch(struct lws *wsi, enum lws_callback_reasons reason, struct de
     case LWS_CALLBACK_RECEIVE_PONG:
         if (s)
             s->rx_since_ping = true;
+        return 0;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* lws echoes the close from its next POLLOUT; we send nothing more. */
+        if (s)
+            s->peer_closed = true;
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return s ? on_writeable(s) : -1;
