@@ -2,9 +2,9 @@
  * http: HTTP transactions on both listeners; dispatch, health endpoints, JSON responses.
  *
  * A response is queued in the transaction (status, headers to add, body) and written from
- * LWS_CALLBACK_HTTP_WRITEABLE in two writes: the header block, then the body with
- * LWS_WRITE_HTTP_FINAL. A response that is sent before the request body was read closes
- * the connection, since the unread body would be taken for the next request.
+ * LWS_CALLBACK_HTTP_WRITEABLE in one write of the header block and the body (lws keeps what
+ * the socket does not take). A response that is sent before the request body was read
+ * closes the connection, since the unread body would be taken for the next request.
  */
 #include "simplepushd/http.h"
 
@@ -29,10 +29,14 @@
 
 enum http_phase {
     HTTP_PHASE_REQUEST = 0, /* reading the request, or waiting for the store */
-    HTTP_PHASE_HEADERS,     /* response queued, header block not written yet */
-    HTTP_PHASE_BODY,        /* header block written, body not yet */
+    HTTP_PHASE_RESPONSE,    /* response queued, not written yet */
     HTTP_PHASE_DONE,
 };
+
+/* Room for the header block in the response buffer. */
+#define HTTP_HEADERS_MAX 1024
+/* Responses up to this size (headers and body) are built on the stack. */
+#define HTTP_STACK_RESPONSE 2048
 
 void http_txn_reset(struct http_txn *txn)
 {
@@ -59,7 +63,7 @@ static int respond_bytes(struct http_txn *txn, int status, const void *body, siz
     memcpy(txn->resp, body, len);
     txn->resp[len] = '\0';
     txn->status = status;
-    txn->phase = HTTP_PHASE_HEADERS;
+    txn->phase = HTTP_PHASE_RESPONSE;
     lws_callback_on_writable(txn->wsi);
     return 0;
 }
@@ -85,83 +89,84 @@ int http_respond_error(struct http_txn *txn, int status, const char *text)
     return http_respond(txn, status, buf);
 }
 
-/* Writes the header block of the queued response. Returns 0 or -1. */
-static int write_headers(struct http_txn *txn)
+/* Adds the header block of the queued response at *p (ends before end). Returns 0 or -1. */
+static int add_headers(struct http_txn *txn, uint8_t **p, uint8_t *end)
 {
-    uint8_t buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
     struct lws *wsi = txn->wsi;
 
-    if (txn->is_put)
-        metrics_put(txn->status);
     if (lws_add_http_common_headers(wsi, (unsigned)txn->status,
                                     txn->content_type ? txn->content_type : "application/json",
-                                    txn->resp_len, &p, end))
+                                    txn->resp_len, p, end))
         return -1;
     if (txn->allow &&
         lws_add_http_header_by_name(wsi, (const uint8_t *)"allow:", (const uint8_t *)txn->allow,
-                                    (int)strlen(txn->allow), &p, end))
+                                    (int)strlen(txn->allow), p, end))
         return -1;
     if (txn->retry_after) {
         char v[16];
         int n = snprintf(v, sizeof(v), "%u", txn->retry_after);
-        if (lws_add_http_header_by_name(wsi, (const uint8_t *)"retry-after:", (uint8_t *)v, n, &p,
+        if (lws_add_http_header_by_name(wsi, (const uint8_t *)"retry-after:", (uint8_t *)v, n, p,
                                         end))
             return -1;
     }
     if (txn->cors) {
         static const char origin[] = "*", methods[] = "PUT, OPTIONS", headers[] = "Content-Type";
         if (lws_add_http_header_by_name(wsi, (const uint8_t *)"access-control-allow-origin:",
-                                        (const uint8_t *)origin, sizeof(origin) - 1, &p, end) ||
+                                        (const uint8_t *)origin, sizeof(origin) - 1, p, end) ||
             lws_add_http_header_by_name(wsi, (const uint8_t *)"access-control-allow-methods:",
-                                        (const uint8_t *)methods, sizeof(methods) - 1, &p, end) ||
+                                        (const uint8_t *)methods, sizeof(methods) - 1, p, end) ||
             lws_add_http_header_by_name(wsi, (const uint8_t *)"access-control-allow-headers:",
-                                        (const uint8_t *)headers, sizeof(headers) - 1, &p, end))
+                                        (const uint8_t *)headers, sizeof(headers) - 1, p, end))
             return -1;
     }
     if (txn->close_after && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
-                                                         (const uint8_t *)"close", 5, &p, end))
+                                                         (const uint8_t *)"close", 5, p, end))
         return -1;
-    if (lws_finalize_write_http_header(wsi, start, &p, end))
-        return -1;
-    return 0;
+    return lws_finalize_http_header(wsi, p, end) ? -1 : 0;
 }
 
-/* Writes the body of the queued response. Returns 0, or -1 to close. */
-static int write_body(struct http_txn *txn)
+/*
+ * Writes the queued response, header block and body, in one lws_write: one send and one
+ * POLLOUT round per response rather than two. Returns 0, or -1 to close.
+ */
+static int write_response(struct http_txn *txn)
 {
-    uint8_t *buf = malloc(LWS_PRE + txn->resp_len);
-    if (!buf)
+    uint8_t stack[LWS_PRE + HTTP_STACK_RESPONSE];
+    size_t cap = HTTP_HEADERS_MAX + txn->resp_len;
+    uint8_t *buf = stack;
+    int rc = -1;
+
+    if (txn->is_put)
+        metrics_put(txn->status);
+    if (cap > HTTP_STACK_RESPONSE && !(buf = malloc(LWS_PRE + cap)))
         return -1;
-    memcpy(buf + LWS_PRE, txn->resp, txn->resp_len);
-    int n = lws_write(txn->wsi, buf + LWS_PRE, txn->resp_len, LWS_WRITE_HTTP_FINAL);
-    free(buf);
-    if (n < (int)txn->resp_len)
-        return -1;
-    return 0;
+    uint8_t *start = buf + LWS_PRE, *p = start;
+    /* The header block may take the room the body does not need. */
+    if (add_headers(txn, &p, start + cap - txn->resp_len - 1))
+        goto out;
+    memcpy(p, txn->resp, txn->resp_len);
+    p += txn->resp_len;
+    size_t len = (size_t)(p - start);
+    if (lws_write(txn->wsi, start, len, LWS_WRITE_HTTP_FINAL) == (int)len)
+        rc = 0;
+out:
+    if (buf != stack)
+        free(buf);
+    return rc;
 }
 
 static int on_writeable(struct http_txn *txn)
 {
-    switch (txn->phase) {
-    case HTTP_PHASE_HEADERS:
-        if (write_headers(txn))
-            return -1;
-        txn->phase = HTTP_PHASE_BODY;
-        lws_callback_on_writable(txn->wsi);
+    if (txn->phase != HTTP_PHASE_RESPONSE)
         return 0;
-    case HTTP_PHASE_BODY: {
-        if (write_body(txn))
-            return -1;
-        bool close_after = txn->close_after;
-        txn->phase = HTTP_PHASE_DONE;
-        http_txn_reset(txn);
-        if (close_after)
-            return -1;
-        return lws_http_transaction_completed(txn->wsi) ? -1 : 0;
-    }
-    default:
-        return 0;
-    }
+    if (write_response(txn))
+        return -1;
+    bool close_after = txn->close_after;
+    txn->phase = HTTP_PHASE_DONE;
+    http_txn_reset(txn);
+    if (close_after)
+        return -1;
+    return lws_http_transaction_completed(txn->wsi) ? -1 : 0;
 }
 
 /* ---- health endpoints ---- */
