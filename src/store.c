@@ -13,9 +13,11 @@
  *   - Completions are delivered in the order they entered their queue; a uaid's requests
  *     enter one queue in submission order (one worker per uaid, or the loop thread). While
  *     closing, st->local (submitted before the close) is delivered before st->done.
- *   - The idle handle is active exactly while st->local is not empty (outside its own
- *     callback), so loop-thread completions cost no syscall: libuv runs idle handles before
- *     it polls again, and does not block in that poll while one is active.
+ *   - The prepare and idle handles are active exactly while st->local is not empty (outside
+ *     the prepare callback), so loop-thread completions cost no syscall: the prepare handle
+ *     delivers them before libuv polls again, and the idle handle keeps that poll from
+ *     blocking while some are left. Prepare handles run after idle handles, so lws's own
+ *     idle work of the turn (its service of buffered input) comes before our completions.
  *   - st->outstanding counts requests submitted and not yet delivered; the async handle is
  *     referenced (keeps the loop alive) exactly while it is non-zero.
  *   - Once closing: no worker runs, no new exec happens, and every delivery says
@@ -49,6 +51,7 @@ struct store {
     struct store_limits limits; /* the loop thread's copy */
 
     uv_async_t async;
+    uv_prepare_t prepare;
     uv_idle_t idle;
     uv_timer_t tick;
     bool has_tick;
@@ -199,11 +202,17 @@ static void store_on_async(uv_async_t *handle)
     }
 }
 
+/* Only keeps libuv from blocking in its poll while completions wait (see the invariants). */
+static void store_on_idle(uv_idle_t *handle)
+{
+    (void)handle;
+}
+
 /*
  * Delivers the loop-thread backend's completions. What their callbacks submit is delivered
  * at the next turn of the loop, after I/O has had its turn, as with the async handle.
  */
-static void store_on_idle(uv_idle_t *handle)
+static void store_on_prepare(uv_prepare_t *handle)
 {
     struct store *st = handle->data;
     struct store_queue q = st->local;
@@ -217,8 +226,10 @@ static void store_on_idle(uv_idle_t *handle)
         store_queue_prepend(&st->local, &q);
         return;
     }
-    if (!st->local.head && !st->closing)
-        uv_idle_stop(handle);
+    if (!st->local.head && !st->closing) {
+        uv_prepare_stop(handle);
+        uv_idle_stop(&st->idle);
+    }
 }
 
 static void store_on_tick(uv_timer_t *handle)
@@ -329,6 +340,8 @@ struct store *store_create(uv_loop_t *loop, const struct store_backend_ops *ops,
         goto fail_workers;
     st->async.data = st;
     uv_unref((uv_handle_t *)&st->async);
+    uv_prepare_init(loop, &st->prepare); /* cannot fail */
+    st->prepare.data = st;
     uv_idle_init(loop, &st->idle); /* cannot fail */
     st->idle.data = st;
     if (ops->tick) {
@@ -376,8 +389,10 @@ void store_submit(struct store *st, struct store_req *req)
     }
     if (!st->n_workers) {
         st->ops->exec(st->backend, 0, &st->limits, req);
-        if (!st->local.head)
+        if (!st->local.head) {
+            uv_prepare_start(&st->prepare, store_on_prepare);
             uv_idle_start(&st->idle, store_on_idle);
+        }
         store_queue_push(&st->local, req);
         return;
     }
@@ -450,6 +465,8 @@ void store_close(struct store *st)
         uv_close((uv_handle_t *)&st->tick, store_on_close);
         st->open_handles++;
     }
+    uv_close((uv_handle_t *)&st->prepare, store_on_close);
+    st->open_handles++;
     uv_close((uv_handle_t *)&st->idle, store_on_close);
     st->open_handles++;
     uv_close((uv_handle_t *)&st->async, store_on_close);

@@ -2,8 +2,9 @@
  * Unit tests of store.c, the backend-independent layer, with fake backends: the worker path
  * (per-uaid ordering across many requests and threads, completions on the loop thread,
  * limits handed to workers, closing with requests queued and executing), the loop-thread path
- * (exec inside submit, completion later from an idle handle without a wake-up, in order, also for
- * requests submitted by completions or timers and across a close), the housekeeping tick, requests
+ * (exec inside submit, completion later from a prepare handle without a wake-up, after the turn's
+ * idle handles, in order, also for requests submitted by completions or timers and across a
+ * close), the housekeeping tick, requests
  * without a callback, reuse of a request, bad arguments to store_create(), and every failure inside
  * it.
  */
@@ -441,8 +442,8 @@ static void test_loop_thread_backend(void **state)
 
 /*
  * Loop-thread backend: completions wake nothing (no uv_async_send, so no eventfd write and
- * read): they are delivered by the idle handle at the next turn of the loop, and the loop is
- * not kept alive once they are.
+ * read): they are delivered at the next turn of the loop, and the loop is not kept alive once
+ * they are.
  */
 static void test_loop_thread_no_wakeup(void **state)
 {
@@ -482,6 +483,35 @@ static void test_loop_thread_resubmit_order(void **state)
 }
 
 static void stop_loop(uv_timer_t *t);
+
+static size_t idle_ran_at; /* completions seen when the test's idle handle ran */
+
+static void note_idle(uv_idle_t *h)
+{
+    idle_ran_at = ((struct fx *)h->data)->n_completed;
+    uv_idle_stop(h);
+}
+
+/*
+ * Loop-thread backend: completions come after the idle handles of the turn, even one started
+ * before the store's handles (lws services its buffered input from an idle handle, and
+ * http.c relies on that service coming first).
+ */
+static void test_loop_thread_after_idle_handles(void **state)
+{
+    struct fx *fx = fx_new(&fake_ops, 0);
+    uv_idle_t other;
+    uv_idle_init(&fx->loop, &other);
+    other.data = fx;
+    idle_ran_at = 99;
+    uv_idle_start(&other, note_idle);
+    submit(fx, 1, 0);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_int_equal(fx->n_completed, 1);
+    assert_int_equal(idle_ran_at, 0);
+    uv_close((uv_handle_t *)&other, NULL);
+    fx_free(fx, true);
+}
 
 static void submit_from_timer(uv_timer_t *t)
 {
@@ -714,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_loop_thread_no_wakeup),
         cmocka_unit_test(test_loop_thread_resubmit_order),
         cmocka_unit_test(test_loop_thread_submit_from_timer),
+        cmocka_unit_test(test_loop_thread_after_idle_handles),
         cmocka_unit_test(test_loop_thread_close_order),
         cmocka_unit_test(test_loop_alive_only_when_outstanding),
         cmocka_unit_test(test_tick),
