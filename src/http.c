@@ -372,6 +372,17 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return 0;
 
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (txn && txn->body && (txn->phase != HTTP_PHASE_REQUEST || txn->id)) {
+            /*
+             * Again for a body we have: lws 4.1 calls this each time it services the
+             * connection while a pipelined request waits in its input buffer. It cannot
+             * parse a request with a body from that buffer (it takes the request's own
+             * bytes for the body and then loops forever), so the connection closes after
+             * this response instead of going on to that request.
+             */
+            txn->close_after = true;
+            return 0;
+        }
         if (!txn || txn->phase != HTTP_PHASE_REQUEST || !txn->body)
             return 0;
         return endpoint_finish(txn) ? -1 : 0;

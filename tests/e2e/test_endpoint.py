@@ -5,6 +5,7 @@ The app-server endpoint PUT /update/<token>: every status of SPEC §7, the token
 
 import base64
 import os
+import socket
 import time
 import unittest
 
@@ -288,6 +289,62 @@ class TestVersionAndData(EndpointCase):
             with self.subTest(**{k: str(v) for k, v in kw.items()}):
                 self.assertJSONResponse(spd.put(self.endpoint, **kw), 200, {})
                 self.assertNotIn("data", self.delivered())
+
+
+class TestConnections(EndpointCase):
+    """What happens to the connection after a PUT's answer."""
+
+    def raw_put(self, version, http="HTTP/1.1", extra=""):
+        body = "version=%d" % version
+        return ("PUT %s %s\r\nHost: %s:%d\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s"
+                "\r\n%s" % (self.path, http, spd.HOST, self.port, spd.FORM, len(body), extra,
+                             body)).encode()
+
+    def read_responses(self, s, n):
+        """The first n responses on s (status, body), and what came after them until close."""
+        buf, out = b"", []
+        s.settimeout(spd.scaled(5))
+        while len(out) < n:
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "closed after %d responses: %r" % (len(out), buf))
+                buf += chunk
+            head, rest = buf.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            length = 0
+            for ln in lines[1:]:
+                k, _, v = ln.partition(":")
+                if k.strip().lower() == "content-length":
+                    length = int(v)
+            while len(rest) < length:
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "closed inside a body")
+                rest += chunk
+            out.append((int(lines[0].split(" ")[1]), rest[:length]))
+            buf = rest[length:]
+        return out, buf
+
+    def test_pipelined_puts(self):
+        """lws 4.1 cannot parse a pipelined request with a body from its input buffer (it
+        loops forever): the first is answered, the connection closes, the daemon goes on."""
+        chid2 = self.dev.register()
+        path2 = "/update/" + spd.token_of(self.dev.endpoints[chid2])
+        s = socket.create_connection((spd.HOST, self.port), timeout=spd.scaled(5))
+        self.addCleanup(s.close)
+        s.sendall(self.raw_put(1) + self.raw_put(2).replace(self.path.encode(), path2.encode()))
+        responses, after = self.read_responses(s, 1)
+        self.assertEqual(responses, [(200, b"{}")])
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            after += chunk
+        self.assertEqual(after, b"")
+        self.assertEqual(self.delivered(), {"channelID": self.chid, "version": 1})
+        self.dev.expect_nothing_pending()
+        r = spd.put(self.dev.endpoints[chid2], version=3)
+        self.assertJSONResponse(r, 200, {})
+        self.assertEqual(self.dev.notification(), [{"channelID": chid2, "version": 3}])
 
 
 class TestCors(EndpointCase):
