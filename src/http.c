@@ -1,10 +1,13 @@
 /*
  * http: HTTP transactions on both listeners; dispatch, health endpoints, JSON responses.
  *
- * A response is queued in the transaction (status, headers to add, body) and written from
- * LWS_CALLBACK_HTTP_WRITEABLE in one write of the header block and the body (lws keeps what
- * the socket does not take). A response that is sent before the request body was read
- * closes the connection, since the unread body would be taken for the next request.
+ * A response (status, headers to add, body) goes out in one write of the header block and the
+ * body; lws keeps what the socket does not take. Inside the connection's own callbacks lws is
+ * still busy with the request, so the response is queued in the transaction and written from
+ * LWS_CALLBACK_HTTP_WRITEABLE. Outside them (a store completion) it is written at once and
+ * the transaction completed there, which saves a POLLOUT round. A response that is sent
+ * before the request body was read closes the connection, since the unread body would be
+ * taken for the next request; such responses always go through WRITEABLE.
  */
 #include "simplepushd/http.h"
 
@@ -38,6 +41,12 @@ enum http_phase {
 /* Responses up to this size (headers and body) are built on the stack. */
 #define HTTP_STACK_RESPONSE 2048
 
+/* The connection whose callback is running (NULL outside http_callback). */
+static struct lws *serving_wsi;
+
+static int write_response(struct http_txn *txn);
+static int send_now(struct http_txn *txn);
+
 void http_txn_reset(struct http_txn *txn)
 {
     if (txn->id)
@@ -64,6 +73,8 @@ static int respond_bytes(struct http_txn *txn, int status, const void *body, siz
     txn->resp[len] = '\0';
     txn->status = status;
     txn->phase = HTTP_PHASE_RESPONSE;
+    if (txn->wsi != serving_wsi && !txn->close_after && !lws_partial_buffered(txn->wsi))
+        return send_now(txn);
     lws_callback_on_writable(txn->wsi);
     return 0;
 }
@@ -153,6 +164,25 @@ out:
     if (buf != stack)
         free(buf);
     return rc;
+}
+
+/*
+ * Writes the queued response and completes the transaction, outside the connection's own
+ * callbacks. lws then frees and remakes the per-session data, so txn is gone on return. A
+ * connection that cannot go on (a failed write, no keep-alive) is killed from lws's next
+ * turn, which lws_cancel_service() brings about. Returns 0.
+ */
+static int send_now(struct http_txn *txn)
+{
+    struct lws *wsi = txn->wsi;
+    int rc = write_response(txn);
+    txn->phase = HTTP_PHASE_DONE;
+    http_txn_reset(txn);
+    if (rc || lws_http_transaction_completed(wsi)) {
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        lws_cancel_service(lws_get_context(wsi));
+    }
+    return 0;
 }
 
 static int on_writeable(struct http_txn *txn)
@@ -339,8 +369,8 @@ int http_confirm_upgrade(struct lws *wsi)
     return -1;
 }
 
-int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                  size_t len)
+static int dispatch_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                             void *in, size_t len)
 {
     struct http_txn *txn = user;
 
@@ -402,4 +432,14 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         break;
     }
     return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                  size_t len)
+{
+    struct lws *outer = serving_wsi;
+    serving_wsi = wsi;
+    int rc = dispatch_callback(wsi, reason, user, in, len);
+    serving_wsi = outer;
+    return rc;
 }

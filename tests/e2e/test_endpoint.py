@@ -292,7 +292,8 @@ class TestVersionAndData(EndpointCase):
 
 
 class TestConnections(EndpointCase):
-    """What happens to the connection after a PUT's answer."""
+    """How the answer of a stored update leaves: written at once from the store's completion,
+    then the connection goes on (keep-alive, pipelined requests) or closes."""
 
     def raw_put(self, version, http="HTTP/1.1", extra=""):
         body = "version=%d" % version
@@ -324,6 +325,15 @@ class TestConnections(EndpointCase):
             buf = rest[length:]
         return out, buf
 
+    def test_keep_alive_puts(self):
+        conn = spd.http_connection(self.port)
+        self.addCleanup(conn.close)
+        for v in range(1, 6):
+            self.assertJSONResponse(spd.put(self.endpoint, version=v, conn=conn), 200, {})
+            u = self.delivered()
+            self.assertEqual(u["version"], v)
+            self.dev.ack([u])
+
     def test_pipelined_puts(self):
         """lws 4.1 cannot parse a pipelined request with a body from its input buffer (it
         loops forever): the first is answered, the connection closes, the daemon goes on."""
@@ -345,6 +355,22 @@ class TestConnections(EndpointCase):
         r = spd.put(self.dev.endpoints[chid2], version=3)
         self.assertJSONResponse(r, 200, {})
         self.assertEqual(self.dev.notification(), [{"channelID": chid2, "version": 3}])
+
+    def test_http10_and_connection_close_answered_then_closed(self):
+        for v, http, extra in ((1, "HTTP/1.0", ""), (2, "HTTP/1.1", "Connection: close\r\n")):
+            with self.subTest(http=http, extra=extra):
+                s = socket.create_connection((spd.HOST, self.port), timeout=spd.scaled(5))
+                self.addCleanup(s.close)
+                s.sendall(self.raw_put(v, http, extra))
+                responses, after = self.read_responses(s, 1)
+                self.assertEqual(responses, [(200, b"{}")])
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    after += chunk
+                self.assertEqual(after, b"")
+                self.assertEqual(self.delivered()["version"], v)
 
 
 class TestCors(EndpointCase):
