@@ -345,8 +345,11 @@ void device_on_timer(struct timers_node *node, void *arg)
 /* Queues one notification carrying the updates. Returns 0 or -1. */
 static int send_updates(struct device_session *s, const struct store_update *u, size_t n)
 {
-    char(*chids)[IDS_MAX_STR + 1] = malloc(n * sizeof(*chids));
-    struct message_update *mu = malloc(n * sizeof(*mu));
+    /* A live delivery carries one update: no allocation for it. */
+    char one_chid[1][IDS_MAX_STR + 1];
+    struct message_update one_mu[1];
+    char(*chids)[IDS_MAX_STR + 1] = n == 1 ? one_chid : malloc(n * sizeof(*chids));
+    struct message_update *mu = n == 1 ? one_mu : malloc(n * sizeof(*mu));
     int rc = -1;
     if (!chids || !mu)
         goto out;
@@ -366,8 +369,10 @@ static int send_updates(struct device_session *s, const struct store_update *u, 
         metrics.updates_sent += n;
     }
 out:
-    free(chids);
-    free(mu);
+    if (chids != one_chid)
+        free(chids);
+    if (mu != one_mu)
+        free(mu);
     return rc;
 }
 
