@@ -369,6 +369,28 @@ int http_confirm_upgrade(struct lws *wsi)
     return -1;
 }
 
+/*
+ * Whether a request's first body bytes are the start of a request line ("PUT /", ...).
+ * lws 4.1 parses a request that it had buffered (sent pipelined behind another) and then
+ * hands that same buffer, from its first byte, to the body parser: the body is the request
+ * itself, and once the announced length is consumed lws loops forever on the rest. Failing
+ * the body callback is the one way out of that loop (lws closes the connection). No body of
+ * ours starts like a request line.
+ */
+static bool is_request_line(const char *in, size_t len)
+{
+    static const char *const methods[] = {"PUT /",    "POST /",  "GET /",     "HEAD /",
+                                          "DELETE /", "PATCH /", "OPTIONS /", "CONNECT /"};
+    if (!in || !len)
+        return false;
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        size_t n = strlen(methods[i]);
+        if (!memcmp(in, methods[i], len < n ? len : n))
+            return true;
+    }
+    return false;
+}
+
 static int dispatch_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                              void *in, size_t len)
 {
@@ -393,6 +415,11 @@ static int dispatch_callback(struct lws *wsi, enum lws_callback_reasons reason, 
     }
 
     case LWS_CALLBACK_HTTP_BODY:
+        if (txn && !txn->body_started) {
+            txn->body_started = true;
+            if (is_request_line(in, len))
+                return -1;
+        }
         if (!txn || txn->phase != HTTP_PHASE_REQUEST || !txn->body)
             return 0; /* answered already; the connection closes after the response */
         if (txn->body_len + len > txn->body_expected)

@@ -36,6 +36,7 @@ struct http_txn {
     size_t resp_len;
     char *body; /* request body being read, malloc'd */
     size_t body_len;
+    bool body_started;    /* the first body bytes have been seen */
     size_t body_expected; /* Content-Length */
     char *token;          /* PUT: the token of the path, malloc'd */
 };

@@ -356,6 +356,47 @@ class TestConnections(EndpointCase):
         self.assertJSONResponse(r, 200, {})
         self.assertEqual(self.dev.notification(), [{"channelID": chid2, "version": 3}])
 
+    def read_until_closed(self, s):
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def test_request_with_body_pipelined_behind_other_requests(self):
+        """Whatever precedes it, a request with a body that lws would parse out of its own
+        buffer closes the connection (lws 4.1 would loop forever on it), and the daemon
+        goes on serving."""
+        empty_put = ("PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                     % self.path).encode()
+        get = b"GET /__lbheartbeat__ HTTP/1.1\r\nHost: x\r\n\r\n"
+        post = b"POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd"
+        cases = {"get+put": get + self.raw_put(2), "empty put+put": empty_put + self.raw_put(3),
+                 "get+post": get + post, "get+short put": get + self.raw_put(4).replace(
+                     b"Content-Length: 9", b"Content-Length: 2").replace(b"version=4", b"v=")}
+        version = 10 ** 12
+        for name, raw in cases.items():
+            with self.subTest(name):
+                s = socket.create_connection((spd.HOST, self.port), timeout=spd.scaled(5))
+                self.addCleanup(s.close)
+                s.sendall(raw)
+                data = self.read_until_closed(s)
+                self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data)
+                self.assertLessEqual(data.count(b"HTTP/1.1 "), 2, data)
+                # A higher version than any earlier one ("now" for the empty PUT).
+                version += 1
+                self.assertJSONResponse(spd.put(self.endpoint, version=version), 200, {})
+                while True:
+                    updates = self.dev.notification()
+                    self.dev.ack(updates)
+                    if updates[-1]["version"] == version:
+                        break
+
     def test_http10_and_connection_close_answered_then_closed(self):
         for v, http, extra in ((1, "HTTP/1.0", ""), (2, "HTTP/1.1", "Connection: close\r\n")):
             with self.subTest(http=http, extra=extra):
