@@ -99,9 +99,11 @@ static uint32_t secs(uint64_t ms)
 }
 
 /*
- * Depth of device_callback() on the stack. lws applies rx flow changes and runs its
- * timeouts only when it services an event of its own, so what we ask of it from our timer
- * wheel or from a store completion must be followed by a wake-up (lws_cancel_service).
+ * Depth of device_callback() on the stack. lws runs its timeouts (the close grace, a kill)
+ * only when it services an event of its own, so a timeout set from our timer wheel or from
+ * a store completion must be followed by a wake-up (lws_cancel_service). Reading turned
+ * back on needs none: outside a callback lws applies it at once, and asks for POLLOUT
+ * itself when it holds input to hand over.
  */
 static int in_lws_callback;
 
@@ -459,7 +461,6 @@ static void hello_done(struct store_req *req)
         return;
     }
     lws_rx_flow_control(s->wsi, 1);
-    wake_lws();
     if (req->status != STORE_OK) {
         s->state = SESSION_NEW;
         reply_error(s, req->user, req->status == STORE_UNAVAILABLE ? 503 : 500);
