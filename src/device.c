@@ -11,6 +11,10 @@
  *   the close drops the queue) and the close frame follows. A safety timeout kills a socket
  *   whose peer does not read.
  * - Outgoing bytes queued per session never exceed client.max_pending_bytes.
+ * - A message is written at once (lws_write outside the WRITEABLE callback) only when nothing
+ *   is ahead of it: our queue is empty, lws holds no partial write of the session, and
+ *   neither side has started a close. Otherwise it is queued and goes out from WRITEABLE, so
+ *   messages leave in the order they were made.
  */
 #include "simplepushd/device.h"
 
@@ -45,6 +49,9 @@
 
 /* Seconds a closing socket may take to flush before it is killed. */
 #define CLOSE_GRACE_SECS 2
+
+/* Largest message written at once from a stack buffer; longer ones are queued. */
+#define WRITE_NOW_MAX 2048
 
 enum session_state {
     SESSION_NEW,   /* waiting for hello */
@@ -85,6 +92,7 @@ struct device_session {
     bool ping_due : 1;     /* a WebSocket ping is to be sent */
     bool awaiting_pong : 1;
     bool rx_since_ping : 1;
+    bool peer_closed : 1; /* the peer's close frame arrived; lws answers it */
 };
 
 size_t device_session_size(void)
@@ -98,9 +106,11 @@ static uint32_t secs(uint64_t ms)
 }
 
 /*
- * Depth of device_callback() on the stack. lws applies rx flow changes and runs its
- * timeouts only when it services an event of its own, so what we ask of it from our timer
- * wheel or from a store completion must be followed by a wake-up (lws_cancel_service).
+ * Depth of device_callback() on the stack. lws runs its timeouts (the close grace, a kill)
+ * only when it services an event of its own, so a timeout set from our timer wheel or from
+ * a store completion must be followed by a wake-up (lws_cancel_service). Reading turned
+ * back on needs none: outside a callback lws applies it at once, and asks for POLLOUT
+ * itself when it holds input to hand over.
  */
 static int in_lws_callback;
 
@@ -140,14 +150,46 @@ static void close_session(struct device_session *s, uint16_t code, bool drop)
 }
 
 /*
- * Queues a text message (copied). Over the pending-bytes bound the session is closed, unless
- * unbounded: an error reply echoes a request of up to client.max_message_size bytes and is
- * the last message before the close, so it may exceed the bound.
+ * Writes a text message at once when nothing is ahead of it (see the invariants), saving
+ * the POLLOUT round of a queued message: on libuv each poll change costs two epoll_ctl
+ * calls. What the socket does not take, lws keeps and sends before anything else, and it
+ * asks for POLLOUT only then. Debian's lws has no HTTP/2 for WebSockets (ALPN is
+ * http/1.1 only) and we enable no extension, so a frame goes to the socket as it is.
+ * Returns 1 when written, 0 when the message must be queued, -1 when the write failed (the
+ * session is then being killed).
+ */
+static int write_now(struct device_session *s, const char *text, size_t len)
+{
+    unsigned char buf[LWS_PRE + WRITE_NOW_MAX];
+
+    if (s->out_head || s->peer_closed || len > WRITE_NOW_MAX || server_self->closing_all ||
+        lws_partial_buffered(s->wsi))
+        return 0;
+    memcpy(buf + LWS_PRE, text, len);
+    if (lws_write(s->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len) {
+        /* The socket is unusable: no close frame can go out, so kill it. */
+        s->close_code = CLOSE_GOING_AWAY;
+        drop_queue(s);
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        wake_lws();
+        return -1;
+    }
+    return 1;
+}
+
+/*
+ * Sends a text message (copied): at once when possible, else queued. Over the pending-bytes
+ * bound the session is closed, unless unbounded: an error reply echoes a request of up to
+ * client.max_message_size bytes and is the last message before the close, so it may exceed
+ * the bound.
  */
 static int queue_message(struct device_session *s, const char *text, size_t len, bool unbounded)
 {
     if (s->close_code)
         return -1;
+    int w = write_now(s, text, len);
+    if (w)
+        return w > 0 ? 0 : -1;
     if (!unbounded &&
         (uint64_t)s->out_bytes + len > (uint64_t)server_self->cfg->client_max_pending_bytes) {
         log_info("device", "session %llu over its outgoing bound, closing",
@@ -318,8 +360,11 @@ void device_on_timer(struct timers_node *node, void *arg)
 /* Queues one notification carrying the updates. Returns 0 or -1. */
 static int send_updates(struct device_session *s, const struct store_update *u, size_t n)
 {
-    char(*chids)[IDS_MAX_STR + 1] = malloc(n * sizeof(*chids));
-    struct message_update *mu = malloc(n * sizeof(*mu));
+    /* A live delivery carries one update: no allocation for it. */
+    char one_chid[1][IDS_MAX_STR + 1];
+    struct message_update one_mu[1];
+    char(*chids)[IDS_MAX_STR + 1] = n == 1 ? one_chid : malloc(n * sizeof(*chids));
+    struct message_update *mu = n == 1 ? one_mu : malloc(n * sizeof(*mu));
     int rc = -1;
     if (!chids || !mu)
         goto out;
@@ -339,8 +384,10 @@ static int send_updates(struct device_session *s, const struct store_update *u, 
         metrics.updates_sent += n;
     }
 out:
-    free(chids);
-    free(mu);
+    if (chids != one_chid)
+        free(chids);
+    if (mu != one_mu)
+        free(mu);
     return rc;
 }
 
@@ -533,7 +580,6 @@ static void hello_done(struct store_req *req)
         return;
     }
     lws_rx_flow_control(s->wsi, 1);
-    wake_lws();
     if (req->status != STORE_OK) {
         s->state = SESSION_NEW;
         reply_error(s, req->user, req->status == STORE_UNAVAILABLE ? 503 : 500);
@@ -779,6 +825,11 @@ static void handle_message(struct device_session *s, const char *buf, size_t len
         defer_message(s, buf, len);
         return;
     }
+    if (len == 2 && buf[0] == '{' && buf[1] == '}') {
+        /* The idle device's ping, most messages by far: no JSON tree for it. */
+        on_ping(s);
+        return;
+    }
     r = message_parse(buf, len, &m);
 
     if (r == MESSAGE_E_JSON) {
@@ -936,6 +987,11 @@ static int dispatch(struct lws *wsi, enum lws_callback_reasons reason, struct de
     case LWS_CALLBACK_RECEIVE_PONG:
         if (s)
             s->rx_since_ping = true;
+        return 0;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* lws echoes the close from its next POLLOUT; we send nothing more. */
+        if (s)
+            s->peer_closed = true;
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return s ? on_writeable(s) : -1;

@@ -42,6 +42,23 @@ static int hexval(int c)
     return -1;
 }
 
+/* Decodes the form character at s[*i] ('+' and %XX) and moves *i past it. */
+static char form_next(const char *s, size_t len, size_t *i)
+{
+    size_t k = *i;
+    if (s[k] == '+') {
+        *i = k + 1;
+        return ' ';
+    }
+    if (s[k] == '%' && k + 2 < len && hexval((unsigned char)s[k + 1]) >= 0 &&
+        hexval((unsigned char)s[k + 2]) >= 0) {
+        *i = k + 3;
+        return (char)(hexval((unsigned char)s[k + 1]) * 16 + hexval((unsigned char)s[k + 2]));
+    }
+    *i = k + 1;
+    return s[k];
+}
+
 /* Decodes s[0..len) ('+' and %XX) into a malloc'd NUL-terminated string. */
 static char *form_decode(const char *s, size_t len, size_t *out_len)
 {
@@ -49,21 +66,21 @@ static char *form_decode(const char *s, size_t len, size_t *out_len)
     if (!out)
         return NULL;
     size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%' && i + 2 < len && hexval((unsigned char)s[i + 1]) >= 0 &&
-                   hexval((unsigned char)s[i + 2]) >= 0) {
-            out[o++] =
-                (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
+    for (size_t i = 0; i < len;)
+        out[o++] = form_next(s, len, &i);
     out[o] = '\0';
     *out_len = o;
     return out;
+}
+
+/* Whether s[0..len), decoded, is name[0..nlen) (no allocation: every pair's key is tried). */
+static bool form_key_is(const char *s, size_t len, const char *name, size_t nlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; o++)
+        if (o >= nlen || form_next(s, len, &i) != name[o])
+            return false;
+    return o == nlen;
 }
 
 int endpoint_form_get(const char *form, size_t len, const char *name, struct endpoint_field *field)
@@ -76,13 +93,7 @@ int endpoint_form_get(const char *form, size_t len, const char *name, struct end
         const char *pair_end = amp ? amp : end;
         const char *eq = memchr(p, '=', (size_t)(pair_end - p));
         const char *key_end = eq ? eq : pair_end;
-        size_t klen;
-        char *key = form_decode(p, (size_t)(key_end - p), &klen);
-        if (!key)
-            return -1;
-        bool match = klen == nlen && !memcmp(key, name, nlen);
-        free(key);
-        if (match) {
+        if (form_key_is(p, (size_t)(key_end - p), name, nlen)) {
             const char *v = eq ? eq + 1 : pair_end;
             field->value = form_decode(v, (size_t)(pair_end - v), &field->len);
             if (!field->value)
@@ -326,14 +337,16 @@ static void update_done(struct store_req *req)
         return;
     }
 
-    int routed = 0;
+    /* An answer written from here frees txn: it leaves the registry first. */
+    int routed = req->status == STORE_OK ? deliver(req, txn->id) : -1;
+    if (routed <= 0) {
+        registry_remove(server_self->reg, txn->id);
+        txn->id = 0;
+    }
     switch (req->status) {
     case STORE_OK:
-        routed = deliver(req, txn->id);
-        if (routed == 0)
-            http_respond(txn, 200, "{}");
-        else if (routed < 0)
-            http_respond(txn, 202, "{}");
+        if (routed <= 0)
+            http_respond(txn, routed == 0 ? 200 : 202, "{}");
         break;
     case STORE_GONE:
         http_respond_error(txn, 410, "Gone");
@@ -347,10 +360,6 @@ static void update_done(struct store_req *req)
     default:
         http_respond_error(txn, 500, "An unexpected error occurred");
         break;
-    }
-    if (routed <= 0) {
-        registry_remove(server_self->reg, txn->id);
-        txn->id = 0;
     }
     store_req_free(req);
 }

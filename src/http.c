@@ -1,10 +1,13 @@
 /*
  * http: HTTP transactions on both listeners; dispatch, health endpoints, JSON responses.
  *
- * A response is queued in the transaction (status, headers to add, body) and written from
- * LWS_CALLBACK_HTTP_WRITEABLE in two writes: the header block, then the body with
- * LWS_WRITE_HTTP_FINAL. A response that is sent before the request body was read closes
- * the connection, since the unread body would be taken for the next request.
+ * A response (status, headers to add, body) goes out in one write of the header block and the
+ * body; lws keeps what the socket does not take. Inside the connection's own callbacks lws is
+ * still busy with the request, so the response is queued in the transaction and written from
+ * LWS_CALLBACK_HTTP_WRITEABLE. Outside them (a store completion) it is written at once and
+ * the transaction completed there, which saves a POLLOUT round. A response that is sent
+ * before the request body was read closes the connection, since the unread body would be
+ * taken for the next request; such responses always go through WRITEABLE.
  */
 #include "simplepushd/http.h"
 
@@ -31,10 +34,20 @@
 
 enum http_phase {
     HTTP_PHASE_REQUEST = 0, /* reading the request, or waiting for the store */
-    HTTP_PHASE_HEADERS,     /* response queued, header block not written yet */
-    HTTP_PHASE_BODY,        /* header block written, body not yet */
+    HTTP_PHASE_RESPONSE,    /* response queued, not written yet */
     HTTP_PHASE_DONE,
 };
+
+/* Room for the header block in the response buffer. */
+#define HTTP_HEADERS_MAX 1024
+/* Responses up to this size (headers and body) are built on the stack. */
+#define HTTP_STACK_RESPONSE 2048
+
+/* The connection whose callback is running (NULL outside http_callback). */
+static struct lws *serving_wsi;
+
+static int write_response(struct http_txn *txn);
+static int send_now(struct http_txn *txn);
 
 void http_txn_reset(struct http_txn *txn)
 {
@@ -61,7 +74,9 @@ static int respond_bytes(struct http_txn *txn, int status, const void *body, siz
     memcpy(txn->resp, body, len);
     txn->resp[len] = '\0';
     txn->status = status;
-    txn->phase = HTTP_PHASE_HEADERS;
+    txn->phase = HTTP_PHASE_RESPONSE;
+    if (txn->wsi != serving_wsi && !txn->close_after && !lws_partial_buffered(txn->wsi))
+        return send_now(txn);
     lws_callback_on_writable(txn->wsi);
     return 0;
 }
@@ -87,83 +102,103 @@ int http_respond_error(struct http_txn *txn, int status, const char *text)
     return http_respond(txn, status, buf);
 }
 
-/* Writes the header block of the queued response. Returns 0 or -1. */
-static int write_headers(struct http_txn *txn)
+/* Adds the header block of the queued response at *p (ends before end). Returns 0 or -1. */
+static int add_headers(struct http_txn *txn, uint8_t **p, uint8_t *end)
 {
-    uint8_t buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
     struct lws *wsi = txn->wsi;
 
-    if (txn->is_put)
-        metrics_put(txn->status);
     if (lws_add_http_common_headers(wsi, (unsigned)txn->status,
                                     txn->content_type ? txn->content_type : "application/json",
-                                    txn->resp_len, &p, end))
+                                    txn->resp_len, p, end))
         return -1;
     if (txn->allow &&
         lws_add_http_header_by_name(wsi, (const uint8_t *)"allow:", (const uint8_t *)txn->allow,
-                                    (int)strlen(txn->allow), &p, end))
+                                    (int)strlen(txn->allow), p, end))
         return -1;
     if (txn->retry_after) {
         char v[16];
         int n = snprintf(v, sizeof(v), "%u", txn->retry_after);
-        if (lws_add_http_header_by_name(wsi, (const uint8_t *)"retry-after:", (uint8_t *)v, n, &p,
+        if (lws_add_http_header_by_name(wsi, (const uint8_t *)"retry-after:", (uint8_t *)v, n, p,
                                         end))
             return -1;
     }
     if (txn->cors) {
         static const char origin[] = "*", methods[] = "PUT, OPTIONS", headers[] = "Content-Type";
         if (lws_add_http_header_by_name(wsi, (const uint8_t *)"access-control-allow-origin:",
-                                        (const uint8_t *)origin, sizeof(origin) - 1, &p, end) ||
+                                        (const uint8_t *)origin, sizeof(origin) - 1, p, end) ||
             lws_add_http_header_by_name(wsi, (const uint8_t *)"access-control-allow-methods:",
-                                        (const uint8_t *)methods, sizeof(methods) - 1, &p, end) ||
+                                        (const uint8_t *)methods, sizeof(methods) - 1, p, end) ||
             lws_add_http_header_by_name(wsi, (const uint8_t *)"access-control-allow-headers:",
-                                        (const uint8_t *)headers, sizeof(headers) - 1, &p, end))
+                                        (const uint8_t *)headers, sizeof(headers) - 1, p, end))
             return -1;
     }
     if (txn->close_after && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
-                                                         (const uint8_t *)"close", 5, &p, end))
+                                                         (const uint8_t *)"close", 5, p, end))
         return -1;
-    if (lws_finalize_write_http_header(wsi, start, &p, end))
-        return -1;
-    return 0;
+    return lws_finalize_http_header(wsi, p, end) ? -1 : 0;
 }
 
-/* Writes the body of the queued response. Returns 0, or -1 to close. */
-static int write_body(struct http_txn *txn)
+/*
+ * Writes the queued response, header block and body, in one lws_write: one send and one
+ * POLLOUT round per response rather than two. Returns 0, or -1 to close.
+ */
+static int write_response(struct http_txn *txn)
 {
-    uint8_t *buf = malloc(LWS_PRE + txn->resp_len);
-    if (!buf)
+    uint8_t stack[LWS_PRE + HTTP_STACK_RESPONSE];
+    size_t cap = HTTP_HEADERS_MAX + txn->resp_len;
+    uint8_t *buf = stack;
+    int rc = -1;
+
+    if (txn->is_put)
+        metrics_put(txn->status);
+    if (cap > HTTP_STACK_RESPONSE && !(buf = malloc(LWS_PRE + cap)))
         return -1;
-    memcpy(buf + LWS_PRE, txn->resp, txn->resp_len);
-    int n = lws_write(txn->wsi, buf + LWS_PRE, txn->resp_len, LWS_WRITE_HTTP_FINAL);
-    free(buf);
-    if (n < (int)txn->resp_len)
-        return -1;
+    uint8_t *start = buf + LWS_PRE, *p = start;
+    /* The header block may take the room the body does not need. */
+    if (add_headers(txn, &p, start + cap - txn->resp_len - 1))
+        goto out;
+    memcpy(p, txn->resp, txn->resp_len);
+    p += txn->resp_len;
+    size_t len = (size_t)(p - start);
+    if (lws_write(txn->wsi, start, len, LWS_WRITE_HTTP_FINAL) == (int)len)
+        rc = 0;
+out:
+    if (buf != stack)
+        free(buf);
+    return rc;
+}
+
+/*
+ * Writes the queued response and completes the transaction, outside the connection's own
+ * callbacks. lws then frees and remakes the per-session data, so txn is gone on return. A
+ * connection that cannot go on (a failed write, no keep-alive) is killed from lws's next
+ * turn, which lws_cancel_service() brings about. Returns 0.
+ */
+static int send_now(struct http_txn *txn)
+{
+    struct lws *wsi = txn->wsi;
+    int rc = write_response(txn);
+    txn->phase = HTTP_PHASE_DONE;
+    http_txn_reset(txn);
+    if (rc || lws_http_transaction_completed(wsi)) {
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        lws_cancel_service(lws_get_context(wsi));
+    }
     return 0;
 }
 
 static int on_writeable(struct http_txn *txn)
 {
-    switch (txn->phase) {
-    case HTTP_PHASE_HEADERS:
-        if (write_headers(txn))
-            return -1;
-        txn->phase = HTTP_PHASE_BODY;
-        lws_callback_on_writable(txn->wsi);
+    if (txn->phase != HTTP_PHASE_RESPONSE)
         return 0;
-    case HTTP_PHASE_BODY: {
-        if (write_body(txn))
-            return -1;
-        bool close_after = txn->close_after;
-        txn->phase = HTTP_PHASE_DONE;
-        http_txn_reset(txn);
-        if (close_after)
-            return -1;
-        return lws_http_transaction_completed(txn->wsi) ? -1 : 0;
-    }
-    default:
-        return 0;
-    }
+    if (write_response(txn))
+        return -1;
+    bool close_after = txn->close_after;
+    txn->phase = HTTP_PHASE_DONE;
+    http_txn_reset(txn);
+    if (close_after)
+        return -1;
+    return lws_http_transaction_completed(txn->wsi) ? -1 : 0;
 }
 
 /* ---- health endpoints ---- */
@@ -342,40 +377,30 @@ int http_confirm_upgrade(struct lws *wsi)
     return -1;
 }
 
-/* The request methods lws parses, with their names. */
-static const struct {
-    enum lws_token_indexes token;
-    const char *name;
-} methods[] = {
-    {WSI_TOKEN_GET_URI, "GET"},       {WSI_TOKEN_POST_URI, "POST"},
-    {WSI_TOKEN_PUT_URI, "PUT"},       {WSI_TOKEN_PATCH_URI, "PATCH"},
-    {WSI_TOKEN_DELETE_URI, "DELETE"}, {WSI_TOKEN_OPTIONS_URI, "OPTIONS"},
-    {WSI_TOKEN_HEAD_URI, "HEAD"},
-};
-
 /*
- * True when lws hands us, as the first bytes of a request body, the start of the request's
- * own request line. lws 4.1.6 parses a request that came in the same read as the one before
- * it (pipelined) from the wsi's buffer list, and lws_http_action() then reads the body from
- * that list too, from its start: the head is given as the body, and once the body is
- * complete, completion comes again and again without end, inside lws (the daemon hangs).
- * "METHOD /" with a literal space is no form body, so such a connection is closed:
- * pipelined requests with a body are not served.
+ * Whether a request's first body bytes are the start of a request line ("PUT /", ...).
+ * lws 4.1 parses a request that it had buffered (sent pipelined behind another) and then
+ * hands that same buffer, from its first byte, to the body parser: the body is the request
+ * itself, and once the announced length is consumed lws loops forever on the rest. Failing
+ * the body callback is the one way out of that loop (lws closes the connection). No body of
+ * ours starts like a request line.
  */
-static bool body_is_head(struct lws *wsi, const char *in, size_t len)
+static bool is_request_line(const char *in, size_t len)
 {
-    char start[16];
+    static const char *const methods[] = {"PUT /",    "POST /",  "GET /",     "HEAD /",
+                                          "DELETE /", "PATCH /", "OPTIONS /", "CONNECT /"};
+    if (!in || !len)
+        return false;
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        if (!lws_hdr_total_length(wsi, methods[i].token))
-            continue;
-        int n = snprintf(start, sizeof(start), "%s /", methods[i].name);
-        return !memcmp(in, start, len < (size_t)n ? len : (size_t)n);
+        size_t n = strlen(methods[i]);
+        if (!memcmp(in, methods[i], len < n ? len : n))
+            return true;
     }
     return false;
 }
 
-int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                  size_t len)
+static int dispatch_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                             void *in, size_t len)
 {
     struct http_txn *txn = user;
 
@@ -398,10 +423,11 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     }
 
     case LWS_CALLBACK_HTTP_BODY:
-        if (txn && !txn->body_started && len && body_is_head(wsi, in, len))
-            return -1;
-        if (txn && len)
+        if (txn && !txn->body_started) {
             txn->body_started = true;
+            if (is_request_line(in, len))
+                return -1;
+        }
         if (!txn || txn->phase != HTTP_PHASE_REQUEST || !txn->body)
             return 0; /* answered already; the connection closes after the response */
         if (txn->body_len + len > txn->body_expected)
@@ -412,11 +438,19 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         /*
-         * lws calls this again for every read after the body while the answer is pending
-         * (bytes a client sent after the body, a pipelined request): once is enough.
+         * Once per request. lws 4.1 calls this again each time it services the connection
+         * while bytes wait in its input buffer after the body (a pipelined request, stray
+         * bytes). It cannot parse a request with a body from that buffer (it takes the
+         * request's own bytes for the body and then loops forever), so the connection closes
+         * after this response instead of going on to that request.
          */
-        if (!txn || txn->body_done)
+        if (!txn)
             return 0;
+        if (txn->body_done) {
+            if (txn->body)
+                txn->close_after = true;
+            return 0;
+        }
         txn->body_done = true;
         if (txn->phase != HTTP_PHASE_REQUEST || !txn->body)
             return 0;
@@ -439,4 +473,14 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         break;
     }
     return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                  size_t len)
+{
+    struct lws *outer = serving_wsi;
+    serving_wsi = wsi;
+    int rc = dispatch_callback(wsi, reason, user, in, len);
+    serving_wsi = outer;
+    return rc;
 }

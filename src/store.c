@@ -4,16 +4,24 @@
  *
  * Invariants:
  *   - Every submitted request is in exactly one place until its done callback runs: a
- *     worker's queue (not executed yet), being executed by a worker, or the completion queue
- *     st->done (executed or failed, waiting for delivery on the loop thread).
+ *     worker's queue (not executed yet), being executed by a worker, or a completion queue
+ *     (executed or failed, waiting for delivery on the loop thread): st->done for the
+ *     workers' completions and those failed while closing, st->local for the loop-thread
+ *     backend's.
  *   - st->done is guarded by done_lock; a worker's queue and limits by that worker's lock.
- *     Everything else is the loop thread's.
- *   - Completions are delivered in the order they entered st->done; a uaid's requests enter
- *     it in submission order (one worker per uaid, or the loop thread).
+ *     Everything else, st->local included, is the loop thread's.
+ *   - Completions are delivered in the order they entered their queue; a uaid's requests
+ *     enter one queue in submission order (one worker per uaid, or the loop thread). While
+ *     closing, st->local (submitted before the close) is delivered before st->done.
+ *   - The prepare and idle handles are active exactly while st->local is not empty (outside
+ *     the prepare callback), so loop-thread completions cost no syscall: the prepare handle
+ *     delivers them before libuv polls again, and the idle handle keeps that poll from
+ *     blocking while some are left. Prepare handles run after idle handles, so lws's own
+ *     idle work of the turn (its service of buffered input) comes before our completions.
  *   - st->outstanding counts requests submitted and not yet delivered; the async handle is
  *     referenced (keeps the loop alive) exactly while it is non-zero.
  *   - Once closing: no worker runs, no new exec happens, and every delivery says
- *     STORE_UNAVAILABLE. The store is freed after both handles' close callbacks and the last
+ *     STORE_UNAVAILABLE. The store is freed after every handle's close callback and the last
  *     delivery.
  */
 #include "store_backend.h"
@@ -43,12 +51,15 @@ struct store {
     struct store_limits limits; /* the loop thread's copy */
 
     uv_async_t async;
+    uv_prepare_t prepare;
+    uv_idle_t idle;
     uv_timer_t tick;
     bool has_tick;
     int open_handles; /* while closing: handles whose close callback is still due */
 
     uv_mutex_t done_lock;
     struct store_queue done;
+    struct store_queue local; /* completions of the loop-thread backend */
     size_t outstanding;
 
     struct store_worker *workers;
@@ -193,6 +204,36 @@ static void store_on_async(uv_async_t *handle)
     }
 }
 
+/* Only keeps libuv from blocking in its poll while completions wait (see the invariants). */
+static void store_on_idle(uv_idle_t *handle)
+{
+    (void)handle;
+}
+
+/*
+ * Delivers the loop-thread backend's completions. What their callbacks submit is delivered
+ * at the next turn of the loop, after I/O has had its turn, as with the async handle.
+ */
+static void store_on_prepare(uv_prepare_t *handle)
+{
+    struct store *st = handle->data;
+    struct store_queue q = st->local;
+    st->local.head = st->local.tail = NULL;
+
+    struct store_req *req;
+    while (!st->closing && (req = store_queue_pop(&q)))
+        store_deliver(st, req);
+    if (q.head) {
+        /* A callback closed the store: the rest is delivered by the close path, first. */
+        store_queue_prepend(&st->local, &q);
+        return;
+    }
+    if (!st->local.head && !st->closing) {
+        uv_prepare_stop(handle);
+        uv_idle_stop(&st->idle);
+    }
+}
+
 static void store_on_tick(uv_timer_t *handle)
 {
     struct store *st = handle->data;
@@ -301,6 +342,10 @@ struct store *store_create(uv_loop_t *loop, const struct store_backend_ops *ops,
         goto fail_workers;
     st->async.data = st;
     uv_unref((uv_handle_t *)&st->async);
+    uv_prepare_init(loop, &st->prepare); /* cannot fail */
+    st->prepare.data = st;
+    uv_idle_init(loop, &st->idle); /* cannot fail */
+    st->idle.data = st;
     if (ops->tick) {
         uv_timer_init(loop, &st->tick); /* cannot fail */
         st->tick.data = st;
@@ -346,10 +391,11 @@ void store_submit(struct store *st, struct store_req *req)
     }
     if (!st->n_workers) {
         st->ops->exec(st->backend, 0, &st->limits, req);
-        uv_mutex_lock(&st->done_lock);
-        store_queue_push(&st->done, req);
-        uv_mutex_unlock(&st->done_lock);
-        uv_async_send(&st->async);
+        if (!st->local.head) {
+            uv_prepare_start(&st->prepare, store_on_prepare);
+            uv_idle_start(&st->idle, store_on_idle);
+        }
+        store_queue_push(&st->local, req);
         return;
     }
     struct store_worker *w = &st->workers[store_route(req->uaid, st->n_workers)];
@@ -388,10 +434,10 @@ static void store_on_close(uv_handle_t *handle)
 
     /* Deliver everything, including what the callbacks submit meanwhile. */
     for (;;) {
-        struct store_queue q;
+        struct store_queue q = st->local;
+        st->local.head = st->local.tail = NULL;
         uv_mutex_lock(&st->done_lock);
-        q = st->done;
-        st->done.head = st->done.tail = NULL;
+        store_queue_append(&q, &st->done);
         uv_mutex_unlock(&st->done_lock);
         if (!q.head)
             break;
@@ -421,6 +467,10 @@ void store_close(struct store *st)
         uv_close((uv_handle_t *)&st->tick, store_on_close);
         st->open_handles++;
     }
+    uv_close((uv_handle_t *)&st->prepare, store_on_close);
+    st->open_handles++;
+    uv_close((uv_handle_t *)&st->idle, store_on_close);
+    st->open_handles++;
     uv_close((uv_handle_t *)&st->async, store_on_close);
     st->open_handles++;
 }

@@ -5,8 +5,10 @@
  * A backend supplies one synchronous function, exec, and store.c supplies the asynchrony,
  * once for every backend:
  *   - loop-thread backends (n_workers == 0, the memory backend): exec runs inside
- *     store_submit(), and the completion is queued and delivered later from a uv_async_t
- *     callback, so completions come in submission order and never inside store_submit();
+ *     store_submit(), and the completion is queued and delivered later from a uv_prepare_t
+ *     callback (before the loop polls again, after the idle handles of the turn; no
+ *     wake-up, so no syscall), so completions come in submission order and never inside
+ *     store_submit();
  *   - worker backends (n_workers > 0, the memcached backend): store_submit() routes the
  *     request by a hash of its uaid to one of n_workers worker threads, each with its own
  *     queue, mutex and condition variable; the worker runs exec and pushes the request onto

@@ -14,9 +14,12 @@
  * After the tag verifies, a dashed byte other than 0 or 1 is refused too; the upper mask is
  * taken as it is, since ids_format ignores bits of decimal digits.
  *
- * Keys are read once into an immutable ring; encode and decode use only the ring and a
- * cipher context of their own, so any number of threads may share a ring. Key material is
- * wiped when the ring is freed, and plaintext buffers are wiped after use.
+ * Keys are read once into a ring and never change (a reload makes a new ring). The ring also
+ * keeps, made at first use, the AES-256-GCM implementation (OpenSSL 3 otherwise looks it up
+ * by name on every call) and one cipher context per key with its key schedule done, which
+ * each token only re-initialises with its nonce. So one ring serves one thread at a time.
+ * Key material is wiped when the ring is freed (EVP_CIPHER_CTX_free wipes a context), and
+ * plaintext buffers are wiped after use.
  */
 #include "simplepushd/token.h"
 
@@ -50,30 +53,45 @@ _Static_assert(B64URL_LEN(TOKEN_KEY_LEN) == TOKEN_KEY_STR_LEN, "key string lengt
 struct token_key {
     uint8_t key[TOKEN_KEY_LEN];
     uint8_t kid;
+    EVP_CIPHER_CTX *open; /* decrypting with this key, or NULL before first use */
 };
 
 struct token_ring {
     size_t n;
+    EVP_CIPHER *gcm;      /* AES-256-GCM, or NULL before first use */
+    EVP_CIPHER_CTX *seal; /* encrypting with keys[0], or NULL before first use */
     struct token_key keys[TOKEN_MAX_KEYS];
 };
 
 static const char b64url_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/* The 6-bit value of each base64url character, -1 for every other byte. */
+/* clang-format off */
+static const int8_t b64url_values[256] = {
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, /* 0x00 */
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, /* 0x10 */
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1, /* 0x20 */
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1, /* 0x30 */
+    -1,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, /* 0x40 */
+    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63, /* 0x50 */
+    -1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, /* 0x60 */
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1, /* 0x70 */
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, /* 0x80 */
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, /* 0x90 */
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, /* 0xa0 */
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, /* 0xb0 */
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, /* 0xc0 */
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, /* 0xd0 */
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, /* 0xe0 */
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, /* 0xf0 */
+};
+/* clang-format on */
+
 /* Returns the 6-bit value of base64url character c, or -1. */
 static int b64url_value(unsigned char c)
 {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
+    return b64url_values[c];
 }
 
 /* Writes B64URL_LEN(n) characters for in[0..n) and a NUL into out. */
@@ -217,56 +235,82 @@ void token_ring_free(struct token_ring *ring)
 {
     if (!ring)
         return;
+    EVP_CIPHER_CTX_free(ring->seal);
+    for (size_t i = 0; i < ring->n; i++)
+        EVP_CIPHER_CTX_free(ring->keys[i].open);
+    EVP_CIPHER_free(ring->gcm);
     OPENSSL_cleanse(ring, sizeof(*ring));
     free(ring);
 }
 
+/*
+ * Returns *slot, first making it: a context that encrypts (enc 1) or decrypts (enc 0) with
+ * AES-256-GCM, key and a TOKEN_NONCE_LEN-byte nonce still to be set. NULL on failure.
+ */
+static EVP_CIPHER_CTX *keyed_ctx(struct token_ring *ring, EVP_CIPHER_CTX **slot,
+                                 const uint8_t key[TOKEN_KEY_LEN], int enc)
+{
+    if (*slot)
+        return *slot;
+    if (!ring->gcm && !(ring->gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL)))
+        return NULL;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (!ctx)
+        return NULL;
+    if (EVP_CipherInit_ex(ctx, ring->gcm, NULL, NULL, NULL, enc) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, TOKEN_NONCE_LEN, NULL) != 1 ||
+        EVP_CipherInit_ex(ctx, NULL, NULL, key, NULL, enc) != 1) {
+        EVP_CIPHER_CTX_free(ctx);
+        return NULL;
+    }
+    *slot = ctx;
+    return ctx;
+}
+
 /* Seals plain[0..TOKEN_PLAIN_LEN) into raw, whose AAD and nonce are already in place. */
-static int gcm_seal(const uint8_t key[TOKEN_KEY_LEN], uint8_t raw[TOKEN_BYTES],
+static int gcm_seal(struct token_ring *ring, uint8_t raw[TOKEN_BYTES],
                     const uint8_t plain[TOKEN_PLAIN_LEN])
 {
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int len, ok = 0;
+    EVP_CIPHER_CTX *ctx = keyed_ctx(ring, &ring->seal, ring->keys[0].key, 1);
+    int len;
 
     if (!ctx)
         return -1;
-    ok = EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
-         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, TOKEN_NONCE_LEN, NULL) == 1 &&
-         EVP_EncryptInit_ex(ctx, NULL, NULL, key, raw + TOKEN_OFF_NONCE) == 1 &&
-         EVP_EncryptUpdate(ctx, NULL, &len, raw, TOKEN_AAD_LEN) == 1 &&
-         EVP_EncryptUpdate(ctx, raw + TOKEN_OFF_CT, &len, plain, TOKEN_PLAIN_LEN) == 1 &&
-         len == TOKEN_PLAIN_LEN && EVP_EncryptFinal_ex(ctx, raw + TOKEN_OFF_CT + len, &len) == 1 &&
-         len == 0 &&
-         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TOKEN_TAG_LEN, raw + TOKEN_OFF_TAG) == 1;
-    EVP_CIPHER_CTX_free(ctx);
-    return ok ? 0 : -1;
+    return EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, raw + TOKEN_OFF_NONCE) == 1 &&
+                   EVP_EncryptUpdate(ctx, NULL, &len, raw, TOKEN_AAD_LEN) == 1 &&
+                   EVP_EncryptUpdate(ctx, raw + TOKEN_OFF_CT, &len, plain, TOKEN_PLAIN_LEN) == 1 &&
+                   len == TOKEN_PLAIN_LEN &&
+                   EVP_EncryptFinal_ex(ctx, raw + TOKEN_OFF_CT + len, &len) == 1 && len == 0 &&
+                   EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TOKEN_TAG_LEN,
+                                       raw + TOKEN_OFF_TAG) == 1
+               ? 0
+               : -1;
 }
 
-/* Opens raw with key into plain. Returns 0 only when the tag verifies. */
-static int gcm_open(const uint8_t key[TOKEN_KEY_LEN], const uint8_t raw[TOKEN_BYTES],
+/* Opens raw with the ring's key number k into plain. Returns 0 only when the tag verifies. */
+static int gcm_open(struct token_ring *ring, size_t k, const uint8_t raw[TOKEN_BYTES],
                     uint8_t plain[TOKEN_PLAIN_LEN])
 {
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    struct token_key *key = &ring->keys[k];
+    EVP_CIPHER_CTX *ctx = keyed_ctx(ring, &key->open, key->key, 0);
     uint8_t tag[TOKEN_TAG_LEN];
-    int len, ok = 0;
+    int len;
 
     if (!ctx)
         return -1;
     /* EVP_CTRL_GCM_SET_TAG takes a non-const buffer. */
     memcpy(tag, raw + TOKEN_OFF_TAG, TOKEN_TAG_LEN);
-    ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
-         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, TOKEN_NONCE_LEN, NULL) == 1 &&
-         EVP_DecryptInit_ex(ctx, NULL, NULL, key, raw + TOKEN_OFF_NONCE) == 1 &&
-         EVP_DecryptUpdate(ctx, NULL, &len, raw, TOKEN_AAD_LEN) == 1 &&
-         EVP_DecryptUpdate(ctx, plain, &len, raw + TOKEN_OFF_CT, TOKEN_PLAIN_LEN) == 1 &&
-         len == TOKEN_PLAIN_LEN &&
-         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TOKEN_TAG_LEN, tag) == 1 &&
-         EVP_DecryptFinal_ex(ctx, plain + len, &len) == 1;
-    EVP_CIPHER_CTX_free(ctx);
-    return ok ? 0 : -1;
+    return EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, raw + TOKEN_OFF_NONCE) == 1 &&
+                   EVP_DecryptUpdate(ctx, NULL, &len, raw, TOKEN_AAD_LEN) == 1 &&
+                   EVP_DecryptUpdate(ctx, plain, &len, raw + TOKEN_OFF_CT, TOKEN_PLAIN_LEN) == 1 &&
+                   len == TOKEN_PLAIN_LEN &&
+                   EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TOKEN_TAG_LEN, tag) == 1 &&
+                   EVP_DecryptFinal_ex(ctx, plain + len, &len) == 1
+               ? 0
+               : -1;
 }
 
-int token_encode(const struct token_ring *ring, const uint8_t uaid[IDS_BYTES],
+int token_encode(struct token_ring *ring, const uint8_t uaid[IDS_BYTES],
                  const uint8_t chid[IDS_BYTES], const struct ids_spelling *chid_sp,
                  char out[TOKEN_LEN + 1])
 {
@@ -290,7 +334,7 @@ int token_encode(const struct token_ring *ring, const uint8_t uaid[IDS_BYTES],
     for (int i = 0; i < 4; i++)
         plain[2 * IDS_BYTES + 1 + i] = (uint8_t)(upper >> (8 * i));
 
-    if (gcm_seal(k->key, raw, plain) == 0) {
+    if (gcm_seal(ring, raw, plain) == 0) {
         b64url_encode(raw, TOKEN_BYTES, out);
         rc = 0;
     }
@@ -298,8 +342,8 @@ int token_encode(const struct token_ring *ring, const uint8_t uaid[IDS_BYTES],
     return rc;
 }
 
-int token_decode(const struct token_ring *ring, const char *tok, size_t len,
-                 uint8_t uaid[IDS_BYTES], uint8_t chid[IDS_BYTES], struct ids_spelling *chid_sp)
+int token_decode(struct token_ring *ring, const char *tok, size_t len, uint8_t uaid[IDS_BYTES],
+                 uint8_t chid[IDS_BYTES], struct ids_spelling *chid_sp)
 {
     uint8_t raw[TOKEN_BYTES];
     uint8_t plain[TOKEN_PLAIN_LEN];
@@ -316,7 +360,7 @@ int token_decode(const struct token_ring *ring, const char *tok, size_t len,
     /* Distinct keys may share a key id byte: try each key that has it. */
     for (size_t i = 0; i < ring->n && !opened; i++)
         if (ring->keys[i].kid == raw[1])
-            opened = gcm_open(ring->keys[i].key, raw, plain) == 0;
+            opened = gcm_open(ring, i, raw, plain) == 0;
     if (!opened)
         goto out;
     if (sp[0] > 1)

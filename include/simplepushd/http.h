@@ -4,9 +4,10 @@
  *
  * lws calls LWS_CALLBACK_HTTP with the path; http_callback() dispatches it: PUT
  * /update/<token> to the endpoint module, the health paths to their handlers, anything else
- * to a JSON 404. Responses are queued with http_respond() and written from the writeable
- * callback, headers and body in two writes, so that a reply may come long after the request
- * (a store completion). Every response has a JSON body and Content-Type application/json.
+ * to a JSON 404. A response given with http_respond() inside the connection's callbacks is
+ * queued and written from the writeable callback; one given later (a store completion) is
+ * written at once. Either way headers and body go out in one write. Every response has a
+ * JSON body and Content-Type application/json.
  *
  * Loop thread only.
  */
@@ -48,8 +49,11 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                   size_t len);
 
 /*
- * Queues the response: status and a JSON body (copied; NULL means "{}"). Requests the
- * writeable callback. Returns 0, or -1 (then the connection should be closed).
+ * Responds with status and a JSON body (copied; NULL means "{}"). Inside the connection's
+ * own lws callbacks the response is queued for the writeable callback. Outside them (a store
+ * completion) it is written at once and the transaction completed, and lws frees txn:
+ * callers must not use txn after http_respond() or http_respond_error() there. Returns 0,
+ * or -1 (then the connection should be closed).
  */
 int http_respond(struct http_txn *txn, int status, const char *json);
 

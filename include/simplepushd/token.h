@@ -9,7 +9,8 @@
  * spelling lets a notification carry the channelID exactly as the device registered it.
  *
  * A key ring holds 1..TOKEN_MAX_KEYS keys: the first encrypts, all decrypt (rotation).
- * A ring is immutable once made, so it may be shared by threads; reload makes a new ring.
+ * Its keys never change once made (reload makes a new ring), but encode and decode keep
+ * cipher contexts in it, so a ring is used by one thread at a time (the loop thread).
  */
 #ifndef SIMPLEPUSHD_TOKEN_H
 #define SIMPLEPUSHD_TOKEN_H
@@ -46,7 +47,7 @@ void token_ring_free(struct token_ring *ring);
  * fresh random nonce, so two calls give different tokens. chid_sp NULL means the chid was
  * spelled as 32 lowercase hex digits. Returns 0 or -1.
  */
-int token_encode(const struct token_ring *ring, const uint8_t uaid[IDS_BYTES],
+int token_encode(struct token_ring *ring, const uint8_t uaid[IDS_BYTES],
                  const uint8_t chid[IDS_BYTES], const struct ids_spelling *chid_sp,
                  char out[TOKEN_LEN + 1]);
 
@@ -56,8 +57,8 @@ int token_encode(const struct token_ring *ring, const uint8_t uaid[IDS_BYTES],
  * must answer every failure the same way. chid_sp may be NULL. The outputs are written only
  * on success.
  */
-int token_decode(const struct token_ring *ring, const char *tok, size_t len,
-                 uint8_t uaid[IDS_BYTES], uint8_t chid[IDS_BYTES], struct ids_spelling *chid_sp);
+int token_decode(struct token_ring *ring, const char *tok, size_t len, uint8_t uaid[IDS_BYTES],
+                 uint8_t chid[IDS_BYTES], struct ids_spelling *chid_sp);
 
 /* Writes a fresh random key, base64url without padding, and a NUL. Returns 0 or -1. */
 int token_genkey(char out[TOKEN_KEY_STR_LEN + 1]);

@@ -5,6 +5,7 @@ The app-server endpoint PUT /update/<token>: every status of SPEC §7, the token
 
 import base64
 import os
+import socket
 import time
 import unittest
 
@@ -288,6 +289,129 @@ class TestVersionAndData(EndpointCase):
             with self.subTest(**{k: str(v) for k, v in kw.items()}):
                 self.assertJSONResponse(spd.put(self.endpoint, **kw), 200, {})
                 self.assertNotIn("data", self.delivered())
+
+
+class TestConnections(EndpointCase):
+    """How the answer of a stored update leaves: written at once from the store's completion,
+    then the connection goes on (keep-alive, pipelined requests) or closes."""
+
+    def raw_put(self, version, http="HTTP/1.1", extra=""):
+        body = "version=%d" % version
+        return ("PUT %s %s\r\nHost: %s:%d\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s"
+                "\r\n%s" % (self.path, http, spd.HOST, self.port, spd.FORM, len(body), extra,
+                             body)).encode()
+
+    def read_responses(self, s, n):
+        """The first n responses on s (status, body), and what came after them until close."""
+        buf, out = b"", []
+        s.settimeout(spd.scaled(5))
+        while len(out) < n:
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "closed after %d responses: %r" % (len(out), buf))
+                buf += chunk
+            head, rest = buf.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            length = 0
+            for ln in lines[1:]:
+                k, _, v = ln.partition(":")
+                if k.strip().lower() == "content-length":
+                    length = int(v)
+            while len(rest) < length:
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "closed inside a body")
+                rest += chunk
+            out.append((int(lines[0].split(" ")[1]), rest[:length]))
+            buf = rest[length:]
+        return out, buf
+
+    def test_keep_alive_puts(self):
+        conn = spd.http_connection(self.port)
+        self.addCleanup(conn.close)
+        for v in range(1, 6):
+            self.assertJSONResponse(spd.put(self.endpoint, version=v, conn=conn), 200, {})
+            u = self.delivered()
+            self.assertEqual(u["version"], v)
+            self.dev.ack([u])
+
+    def test_pipelined_puts(self):
+        """lws 4.1 cannot parse a pipelined request with a body from its input buffer (it
+        loops forever): the first is answered, the connection closes, the daemon goes on."""
+        chid2 = self.dev.register()
+        path2 = "/update/" + spd.token_of(self.dev.endpoints[chid2])
+        s = socket.create_connection((spd.HOST, self.port), timeout=spd.scaled(5))
+        self.addCleanup(s.close)
+        s.sendall(self.raw_put(1) + self.raw_put(2).replace(self.path.encode(), path2.encode()))
+        responses, after = self.read_responses(s, 1)
+        self.assertEqual(responses, [(200, b"{}")])
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            after += chunk
+        self.assertEqual(after, b"")
+        self.assertEqual(self.delivered(), {"channelID": self.chid, "version": 1})
+        self.dev.expect_nothing_pending()
+        r = spd.put(self.dev.endpoints[chid2], version=3)
+        self.assertJSONResponse(r, 200, {})
+        self.assertEqual(self.dev.notification(), [{"channelID": chid2, "version": 3}])
+
+    def read_until_closed(self, s):
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def test_request_with_body_pipelined_behind_other_requests(self):
+        """Whatever precedes it, a request with a body that lws would parse out of its own
+        buffer closes the connection (lws 4.1 would loop forever on it), and the daemon
+        goes on serving."""
+        empty_put = ("PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                     % self.path).encode()
+        get = b"GET /__lbheartbeat__ HTTP/1.1\r\nHost: x\r\n\r\n"
+        post = b"POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd"
+        cases = {"get+put": get + self.raw_put(2), "empty put+put": empty_put + self.raw_put(3),
+                 "get+post": get + post, "get+short put": get + self.raw_put(4).replace(
+                     b"Content-Length: 9", b"Content-Length: 2").replace(b"version=4", b"v=")}
+        version = 10 ** 12
+        for name, raw in cases.items():
+            with self.subTest(name):
+                s = socket.create_connection((spd.HOST, self.port), timeout=spd.scaled(5))
+                self.addCleanup(s.close)
+                s.sendall(raw)
+                data = self.read_until_closed(s)
+                self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data)
+                self.assertLessEqual(data.count(b"HTTP/1.1 "), 2, data)
+                # A higher version than any earlier one ("now" for the empty PUT).
+                version += 1
+                self.assertJSONResponse(spd.put(self.endpoint, version=version), 200, {})
+                while True:
+                    updates = self.dev.notification()
+                    self.dev.ack(updates)
+                    if updates[-1]["version"] == version:
+                        break
+
+    def test_http10_and_connection_close_answered_then_closed(self):
+        for v, http, extra in ((1, "HTTP/1.0", ""), (2, "HTTP/1.1", "Connection: close\r\n")):
+            with self.subTest(http=http, extra=extra):
+                s = socket.create_connection((spd.HOST, self.port), timeout=spd.scaled(5))
+                self.addCleanup(s.close)
+                s.sendall(self.raw_put(v, http, extra))
+                responses, after = self.read_responses(s, 1)
+                self.assertEqual(responses, [(200, b"{}")])
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    after += chunk
+                self.assertEqual(after, b"")
+                self.assertEqual(self.delivered()["version"], v)
 
 
 class TestCors(EndpointCase):

@@ -58,7 +58,7 @@ static bool same_spelling(const struct ids_spelling *a, const struct ids_spellin
 }
 
 /* Encodes with enc, which must give a well-formed token that dec opens to the same values. */
-static void round_trip(const struct token_ring *enc, const struct token_ring *dec,
+static void round_trip(struct token_ring *enc, struct token_ring *dec,
                        const uint8_t uaid[IDS_BYTES], const uint8_t chid[IDS_BYTES],
                        const struct ids_spelling *sp, char tok[TOKEN_LEN + 1])
 {

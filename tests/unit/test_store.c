@@ -2,8 +2,11 @@
  * Unit tests of store.c, the backend-independent layer, with fake backends: the worker path
  * (per-uaid ordering across many requests and threads, completions on the loop thread,
  * limits handed to workers, closing with requests queued and executing), the loop-thread path
- * (exec inside submit, completion later, in order), the housekeeping tick, requests without a
- * callback, reuse of a request, bad arguments to store_create(), and every failure inside it.
+ * (exec inside submit, completion later from a prepare handle without a wake-up, after the turn's
+ * idle handles, in order, also for requests submitted by completions or timers and across a
+ * close), the housekeeping tick, requests
+ * without a callback, reuse of a request, bad arguments to store_create(), and every failure inside
+ * it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +28,7 @@ struct failer {
     long calls, fail_at;
 };
 static struct failer f_calloc, f_thread, f_async, f_mutex, f_cond;
+static long async_sends; /* uv_async_send() calls, to show the loop-thread path makes none */
 
 static bool should_fail(struct failer *f)
 {
@@ -53,6 +57,12 @@ static int fake_async_init(uv_loop_t *loop, uv_async_t *async, uv_async_cb cb)
     return should_fail(&f_async) ? UV_EMFILE : uv_async_init(loop, async, cb);
 }
 
+static int fake_async_send(uv_async_t *async)
+{
+    async_sends++;
+    return uv_async_send(async);
+}
+
 static int fake_mutex_init(uv_mutex_t *m)
 {
     return should_fail(&f_mutex) ? UV_ENOMEM : uv_mutex_init(m);
@@ -66,16 +76,19 @@ static int fake_cond_init(uv_cond_t *c)
 #define calloc           fake_calloc
 #define uv_thread_create fake_thread_create
 #define uv_async_init    fake_async_init
+#define uv_async_send    fake_async_send
 #define uv_mutex_init    fake_mutex_init
 #define uv_cond_init     fake_cond_init
 #include "../../src/store.c"
 #undef calloc
 #undef uv_thread_create
 #undef uv_async_init
+#undef uv_async_send
 #undef uv_mutex_init
 #undef uv_cond_init
 
-#define MAX_REQS 4096
+#define MAX_REQS   4096
+#define CHAIN_STEP 100
 
 /* What the fake backend saw of each request, indexed by req->owner. */
 struct seen {
@@ -169,6 +182,7 @@ struct fx {
     bool close_at_first; /* the first completion closes the store */
     bool resubmit;       /* completions during close submit one more request */
     size_t resubmitted;
+    uint64_t chain_below; /* completions of owners below this submit owner + CHAIN_STEP */
 };
 
 static struct fx *cur;
@@ -184,6 +198,13 @@ static void on_done(struct store_req *req)
     fx->n_updates[req->owner] = req->n_updates;
     if (fx->close_at_first && fx->n_completed == 1)
         store_close(fx->st);
+    if (req->owner < fx->chain_below) {
+        req->owner += CHAIN_STEP;
+        fx->in_submit = true;
+        store_submit(fx->st, req);
+        fx->in_submit = false;
+        return;
+    }
     if (fx->resubmit && req->status == STORE_UNAVAILABLE && fx->resubmitted < 3) {
         /* Submitting from a completion while closing: fails, asynchronously, then frees. */
         fx->resubmitted++;
@@ -419,6 +440,131 @@ static void test_loop_thread_backend(void **state)
     fx_free(fx, true);
 }
 
+/*
+ * Loop-thread backend: completions wake nothing (no uv_async_send, so no eventfd write and
+ * read): they are delivered at the next turn of the loop, and the loop is not kept alive once
+ * they are.
+ */
+static void test_loop_thread_no_wakeup(void **state)
+{
+    struct fx *fx = fx_new(&fake_ops, 0);
+    async_sends = 0;
+    for (uint64_t i = 0; i < 10; i++)
+        submit(fx, 1, i);
+    assert_int_equal(fx->n_completed, 0);
+    assert_true(uv_loop_alive(&fx->loop));
+    uv_run(&fx->loop, UV_RUN_NOWAIT); /* one turn delivers them all */
+    assert_int_equal(fx->n_completed, 10);
+    assert_int_equal(async_sends, 0);
+    assert_false(uv_loop_alive(&fx->loop));
+    fx_free(fx, true);
+}
+
+/*
+ * Loop-thread backend: requests submitted by completions are delivered after the ones
+ * already queued, at the next turn (so I/O gets its turn between), never inside submit.
+ */
+static void test_loop_thread_resubmit_order(void **state)
+{
+    struct fx *fx = fx_new(&fake_ops, 0);
+    fx->chain_below = 5;
+    for (uint64_t i = 0; i < 5; i++)
+        submit(fx, (unsigned)i, i);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_int_equal(fx->n_completed, 5);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_int_equal(fx->n_completed, 10);
+    for (uint64_t i = 0; i < 5; i++) {
+        assert_int_equal(fx->completed[i], i);
+        assert_int_equal(fx->completed[5 + i], CHAIN_STEP + i);
+    }
+    assert_false(uv_loop_alive(&fx->loop));
+    fx_free(fx, true);
+}
+
+static void stop_loop(uv_timer_t *t);
+
+static size_t idle_ran_at; /* completions seen when the test's idle handle ran */
+
+static void note_idle(uv_idle_t *h)
+{
+    idle_ran_at = ((struct fx *)h->data)->n_completed;
+    uv_idle_stop(h);
+}
+
+/*
+ * Loop-thread backend: completions come after the idle handles of the turn, even one started
+ * before the store's handles (lws services its buffered input from an idle handle, and
+ * http.c relies on that service coming first).
+ */
+static void test_loop_thread_after_idle_handles(void **state)
+{
+    struct fx *fx = fx_new(&fake_ops, 0);
+    uv_idle_t other;
+    uv_idle_init(&fx->loop, &other);
+    other.data = fx;
+    idle_ran_at = 99;
+    uv_idle_start(&other, note_idle);
+    submit(fx, 1, 0);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_int_equal(fx->n_completed, 1);
+    assert_int_equal(idle_ran_at, 0);
+    uv_close((uv_handle_t *)&other, NULL);
+    fx_free(fx, true);
+}
+
+static void submit_from_timer(uv_timer_t *t)
+{
+    submit(t->data, 1, 0);
+}
+
+/*
+ * Loop-thread backend: a request submitted from a timer callback (before libuv polls) is
+ * delivered without any I/O to wake the loop. The guard timer only turns a hang into a
+ * failure.
+ */
+static void test_loop_thread_submit_from_timer(void **state)
+{
+    struct fx *fx = fx_new(&fake_ops, 0);
+    uv_timer_t t, guard;
+    uv_timer_init(&fx->loop, &t);
+    uv_timer_init(&fx->loop, &guard);
+    t.data = fx;
+    uv_timer_start(&t, submit_from_timer, 0, 0);
+    uv_timer_start(&guard, stop_loop, 10000, 0);
+    uv_unref((uv_handle_t *)&guard);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(fx->n_completed, 1);
+    assert_int_equal(fx->status[0], STORE_OK);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_close((uv_handle_t *)&guard, NULL);
+    fx_free(fx, true);
+}
+
+/*
+ * Loop-thread backend closed with completions queued: they are delivered first, then what
+ * was submitted after the close, all UNAVAILABLE.
+ */
+static void test_loop_thread_close_order(void **state)
+{
+    struct fx *fx = fx_new(&fake_ops, 0);
+    submit(fx, 1, 0);
+    submit(fx, 2, 1);
+    store_close(fx->st);
+    submit(fx, 1, 2);
+    assert_int_equal(fx->n_completed, 0);
+    assert_int_equal(uv_run(&fx->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(fx->n_completed, 3);
+    for (uint64_t i = 0; i < 3; i++) {
+        assert_int_equal(fx->completed[i], i);
+        assert_int_equal(fx->status[i], STORE_UNAVAILABLE);
+        assert_int_equal(fx->n_updates[i], 0);
+    }
+    assert_true(fx->fake->seen[1].executed);
+    assert_false(fx->fake->seen[2].executed);
+    fx_free(fx, false);
+}
+
 /* The store keeps the loop alive only while requests are outstanding. */
 static void test_loop_alive_only_when_outstanding(void **state)
 {
@@ -595,6 +741,11 @@ int main(void)
         cmocka_unit_test(test_close_from_callback),
         cmocka_unit_test(test_submit_while_closing),
         cmocka_unit_test(test_loop_thread_backend),
+        cmocka_unit_test(test_loop_thread_no_wakeup),
+        cmocka_unit_test(test_loop_thread_resubmit_order),
+        cmocka_unit_test(test_loop_thread_submit_from_timer),
+        cmocka_unit_test(test_loop_thread_after_idle_handles),
+        cmocka_unit_test(test_loop_thread_close_order),
         cmocka_unit_test(test_loop_alive_only_when_outstanding),
         cmocka_unit_test(test_tick),
         cmocka_unit_test(test_no_callback),

@@ -1,7 +1,8 @@
 /*
  * Unit tests for token: round trips, the byte layout checked against an independent
  * AES-256-GCM and base64 implementation (OpenSSL's EVP used directly here), key rotation,
- * and rejection of every altered, truncated, extended or forged token and of bad key lists.
+ * rejection of every altered, truncated, extended or forged token and of bad key lists, the
+ * decoding table, and the reuse of the ring's cipher contexts from token to token.
  *
  * The test compiles token.c itself, with the random source, calloc and the cipher context
  * constructor routed through stubs that can be told to fail, so that those error paths run.
@@ -152,7 +153,7 @@ static struct token_ring *ring_or_fail(const char *csv)
     return ring;
 }
 
-static void encode_or_fail(const struct token_ring *ring, const uint8_t uaid[IDS_BYTES],
+static void encode_or_fail(struct token_ring *ring, const uint8_t uaid[IDS_BYTES],
                            const uint8_t chid[IDS_BYTES], const struct ids_spelling *sp,
                            char out[TOKEN_LEN + 1])
 {
@@ -162,7 +163,7 @@ static void encode_or_fail(const struct token_ring *ring, const uint8_t uaid[IDS
 }
 
 /* Asserts that tok[0..len) is rejected and that the outputs are left alone. */
-static void assert_rejected(const struct token_ring *ring, const char *tok, size_t len)
+static void assert_rejected(struct token_ring *ring, const char *tok, size_t len)
 {
     uint8_t uaid[IDS_BYTES], chid[IDS_BYTES];
     struct ids_spelling sp = {.upper = 0x5a5a5a5a, .dashed = 7};
@@ -178,7 +179,7 @@ static void assert_rejected(const struct token_ring *ring, const char *tok, size
     assert_int_equal(sp.dashed, 7);
 }
 
-static void assert_decodes_to(const struct token_ring *ring, const char *tok,
+static void assert_decodes_to(struct token_ring *ring, const char *tok,
                               const uint8_t want_uaid[IDS_BYTES],
                               const uint8_t want_chid[IDS_BYTES], uint32_t want_upper,
                               uint8_t want_dashed)
@@ -767,17 +768,58 @@ static void test_allocation_failure(void **state)
 
 static void test_cipher_context_failure(void **state)
 {
-    struct token_ring *ring = ring_or_fail(key_a_str);
+    struct token_ring *maker = ring_or_fail(key_a_str);
+    struct token_ring *ring = ring_or_fail(key_a_str); /* no context made yet */
     char tok[TOKEN_LEN + 1], tok2[TOKEN_LEN + 1] = "untouched";
 
-    encode_or_fail(ring, uaid1, chid1, NULL, tok);
+    encode_or_fail(maker, uaid1, chid1, NULL, tok);
     fail_ctx = true;
     assert_int_equal(token_encode(ring, uaid1, chid1, NULL, tok2), -1);
     assert_string_equal(tok2, "untouched");
     assert_rejected(ring, tok, TOKEN_LEN);
     fail_ctx = false;
+    /* The contexts are made at the next use. */
     assert_decodes_to(ring, tok, uaid1, chid1, 0, 0);
+    encode_or_fail(ring, uaid1, chid1, NULL, tok2);
+    assert_decodes_to(maker, tok2, uaid1, chid1, 0, 0);
     token_ring_free(ring);
+    token_ring_free(maker);
+}
+
+/* The decoding table agrees with the alphabet on all 256 byte values. */
+static void test_value_table(void **state)
+{
+    for (int c = 0; c < 256; c++) {
+        const char *at = c ? strchr(alphabet, c) : NULL;
+        assert_int_equal(b64url_value((unsigned char)c), at ? (int)(at - alphabet) : -1);
+    }
+}
+
+/*
+ * The ring's cipher contexts are re-initialised for every token: a failed tag, another
+ * key's token and encodes in between leave every later decode right.
+ */
+static void test_context_reuse(void **state)
+{
+    char csv[2 * TOKEN_KEY_STR_LEN + 2];
+    snprintf(csv, sizeof(csv), "%s,%s", key_b_str, key_a_str);
+    struct token_ring *a = ring_or_fail(key_a_str), *ba = ring_or_fail(csv);
+    char tok_a[TOKEN_LEN + 1], tok_b[TOKEN_LEN + 1], bad[TOKEN_LEN + 1];
+
+    encode_or_fail(a, uaid1, chid1, NULL, tok_a);
+    encode_or_fail(ba, chid1, uaid1, NULL, tok_b);
+    memcpy(bad, tok_a, sizeof(bad));
+    bad[40] = bad[40] == 'A' ? 'B' : 'A';
+    for (int i = 0; i < 3; i++) {
+        assert_rejected(ba, bad, TOKEN_LEN);
+        assert_decodes_to(ba, tok_a, uaid1, chid1, 0, 0);
+        assert_decodes_to(ba, tok_b, chid1, uaid1, 0, 0);
+        assert_rejected(a, tok_b, TOKEN_LEN);
+        assert_decodes_to(a, tok_a, uaid1, chid1, 0, 0);
+        encode_or_fail(ba, chid1, uaid1, NULL, tok_b);
+    }
+    token_ring_free(a);
+    token_ring_free(ba);
 }
 
 /* Prints the cost of encode and decode; informative only. */
@@ -828,6 +870,8 @@ int main(void)
         cmocka_unit_test(test_random_source_failure),
         cmocka_unit_test(test_allocation_failure),
         cmocka_unit_test(test_cipher_context_failure),
+        cmocka_unit_test(test_value_table),
+        cmocka_unit_test(test_context_reuse),
         cmocka_unit_test(test_timing),
     };
 
