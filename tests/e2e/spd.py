@@ -1041,6 +1041,62 @@ class DaemonCase(unittest.TestCase):
         self.assertLessEqual(version, int(t1) + 1)
 
 
+class HealthyDeviceCase(DaemonCase):
+    """A DaemonCase whose daemon keeps one healthy device connected for the class: after
+    every test it must still answer a ping and take (and ack) a notification, so a test of
+    bad input shows it left the daemon and its other connections untouched."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cls.healthy_ws = ws_connect(cls.daemon.public_port, timeout=10)
+            reply = hello(cls.healthy_ws, channelIDs=[])
+            assert reply.get("status") == 200, reply
+            cls.healthy_uaid = reply["uaid"]
+            cls.healthy_chid = new_chid()
+            cls.healthy_endpoint = register(cls.healthy_ws, cls.healthy_chid)
+            cls.healthy_version = 0
+        except BaseException:
+            super().tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        ws_close(cls.healthy_ws)
+        super().tearDownClass()
+
+    def tearDown(self):
+        super().tearDown()
+        self.assertHealthy()
+
+    def assertHealthy(self):
+        ws = type(self).healthy_ws
+        ping(ws)
+        type(self).healthy_version += 1
+        v = type(self).healthy_version
+        self.assertJSONResponse(put(self.healthy_endpoint, version=v), 200, {})
+        msg = recv_json(ws)
+        self.assertEqual(msg, {"messageType": "notification",
+                               "updates": [{"channelID": self.healthy_chid, "version": v}]})
+        send_json(ws, {"messageType": "ack", "updates": msg["updates"]})
+        ping(ws)
+
+
+def read_until_closed(s):
+    """Everything a raw socket receives until the peer closes (or resets) it."""
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 class Device:
     """A device: one socket at a time, a uaid, registered channels and their endpoints."""
 

@@ -19,41 +19,8 @@ from spd import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, expect_
 MAX_MESSAGE = 262144
 
 
-class AbuseCase(spd.DaemonCase):
-    """Keeps a healthy device connected for the class and checks it after every test."""
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        try:
-            cls.healthy_ws = spd.ws_connect(cls.daemon.public_port, timeout=10)
-            reply = hello(cls.healthy_ws, channelIDs=[])
-            assert reply.get("status") == 200, reply
-            cls.healthy_uaid = reply["uaid"]
-            cls.healthy_chid = new_chid()
-            cls.healthy_endpoint = spd.register(cls.healthy_ws, cls.healthy_chid)
-            cls.healthy_version = 0
-        except BaseException:
-            super().tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        spd.ws_close(cls.healthy_ws)
-        super().tearDownClass()
-
-    def tearDown(self):
-        super().tearDown()
-        ws = type(self).healthy_ws
-        spd.ping(ws)
-        type(self).healthy_version += 1
-        v = type(self).healthy_version
-        self.assertJSONResponse(spd.put(self.healthy_endpoint, version=v), 200, {})
-        msg = recv_json(ws)
-        self.assertEqual(msg, {"messageType": "notification",
-                               "updates": [{"channelID": self.healthy_chid, "version": v}]})
-        send_json(ws, {"messageType": "ack", "updates": msg["updates"]})
-        spd.ping(ws)
+class AbuseCase(spd.HealthyDeviceCase):
+    """The healthy device of spd.HealthyDeviceCase is checked after every test."""
 
     def assertClosedWithoutReply(self, conn, code=None):
         """conn: websocket-client socket or RawWS. code None: any close."""
@@ -472,15 +439,7 @@ class TestHttpAbuse(AbuseCase):
         s = socket.create_connection((spd.HOST, self.port), timeout=spd.scaled(5))
         self.addCleanup(s.close)
         s.sendall(data)
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
+        out = spd.read_until_closed(s)
         answers = []
         while b"\r\n\r\n" in out:
             head, _, rest = out.partition(b"\r\n\r\n")

@@ -344,29 +344,13 @@ class TestConnections(EndpointCase):
         s.sendall(self.raw_put(1) + self.raw_put(2).replace(self.path.encode(), path2.encode()))
         responses, after = self.read_responses(s, 1)
         self.assertEqual(responses, [(200, b"{}")])
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            after += chunk
+        after += spd.read_until_closed(s)
         self.assertEqual(after, b"")
         self.assertEqual(self.delivered(), {"channelID": self.chid, "version": 1})
         self.dev.expect_nothing_pending()
         r = spd.put(self.dev.endpoints[chid2], version=3)
         self.assertJSONResponse(r, 200, {})
         self.assertEqual(self.dev.notification(), [{"channelID": chid2, "version": 3}])
-
-    def read_until_closed(self, s):
-        data = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            data += chunk
-        return data
 
     def test_request_with_body_pipelined_behind_other_requests(self):
         """Whatever precedes it, a request with a body that lws would parse out of its own
@@ -385,7 +369,7 @@ class TestConnections(EndpointCase):
                 s = socket.create_connection((spd.HOST, self.port), timeout=spd.scaled(5))
                 self.addCleanup(s.close)
                 s.sendall(raw)
-                data = self.read_until_closed(s)
+                data = spd.read_until_closed(s)
                 self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data)
                 self.assertLessEqual(data.count(b"HTTP/1.1 "), 2, data)
                 # A higher version than any earlier one ("now" for the empty PUT).
@@ -405,11 +389,7 @@ class TestConnections(EndpointCase):
                 s.sendall(self.raw_put(v, http, extra))
                 responses, after = self.read_responses(s, 1)
                 self.assertEqual(responses, [(200, b"{}")])
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    after += chunk
+                after += spd.read_until_closed(s)
                 self.assertEqual(after, b"")
                 self.assertEqual(self.delivered()["version"], v)
 

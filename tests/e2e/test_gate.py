@@ -63,42 +63,8 @@ def responses(data):
     return out
 
 
-class GateCase(spd.DaemonCase):
-    """A healthy device stays connected for the class; after every test it must still answer
-    pings and take a notification, and the daemon must still be clean."""
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        try:
-            cls.healthy_ws = spd.ws_connect(cls.daemon.public_port, timeout=10)
-            assert spd.hello(cls.healthy_ws, channelIDs=[]).get("status") == 200
-            cls.healthy_chid = spd.new_chid()
-            cls.healthy_endpoint = spd.register(cls.healthy_ws, cls.healthy_chid)
-            cls.healthy_version = 0
-        except BaseException:
-            super().tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        spd.ws_close(cls.healthy_ws)
-        super().tearDownClass()
-
-    def tearDown(self):
-        super().tearDown()
-        self.assertHealthy()
-
-    def assertHealthy(self):
-        ws = type(self).healthy_ws
-        spd.ping(ws)
-        type(self).healthy_version += 1
-        v = type(self).healthy_version
-        self.assertJSONResponse(spd.put(self.healthy_endpoint, version=v), 200, {})
-        msg = recv_json(ws)
-        self.assertEqual(msg, {"messageType": "notification",
-                               "updates": [{"channelID": self.healthy_chid, "version": v}]})
-        send_json(ws, {"messageType": "ack", "updates": msg["updates"]})
+class GateCase(spd.HealthyDeviceCase):
+    """The healthy device of spd.HealthyDeviceCase is checked after every test."""
 
     def token_path(self):
         return "/update/" + spd.token_of(self.healthy_endpoint)
