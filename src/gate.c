@@ -73,7 +73,7 @@ struct conn {
     uv_poll_t poll;
     struct gate *g;
     struct listener *l;
-    struct conn *prev, *next;
+    lws_dll2_t list;   /* in g->reading or g->lingering */
     uint64_t deadline; /* loop time (ms) */
     int fd;
     bool lingering; /* answered; reading and dropping until EOF or the deadline */
@@ -82,18 +82,13 @@ struct conn {
     struct head head;
 };
 
-struct conn_list {
-    struct conn *head, *tail;
-};
-
 struct gate {
     uv_loop_t *loop;
     uv_timer_t tick;
     struct listener listeners[GATE_LISTENERS];
     size_t n_listeners;
-    struct conn_list reading, lingering;
-    size_t n;   /* conns on both lists */
-    size_t max; /* max_handshakes, per listener */
+    lws_dll2_owner_t reading, lingering; /* by deadline, the soonest first */
+    size_t max;                          /* max_handshakes, per listener */
     bool ticking;
     bool closed;
 };
@@ -102,28 +97,15 @@ static char scratch[HEAD_MAX];
 
 static void on_tick(uv_timer_t *timer);
 
-static void list_push(struct conn_list *list, struct conn *c)
+static struct conn *conn_of(struct lws_dll2 *d)
 {
-    c->next = NULL;
-    c->prev = list->tail;
-    if (list->tail)
-        list->tail->next = c;
-    else
-        list->head = c;
-    list->tail = c;
+    return lws_container_of(d, struct conn, list);
 }
 
-static void list_remove(struct conn_list *list, struct conn *c)
+/* Connections in the gate: both lists. */
+static size_t conns(const struct gate *g)
 {
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        list->head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        list->tail = c->prev;
-    c->prev = c->next = NULL;
+    return (size_t)g->reading.count + (size_t)g->lingering.count;
 }
 
 static void start_tick(struct gate *g)
@@ -187,8 +169,7 @@ static void free_conn(uv_handle_t *handle)
 /* Takes c out of the gate: its handle closes (and frees c); the socket is the caller's. */
 static void conn_release(struct conn *c)
 {
-    list_remove(c->lingering ? &c->g->lingering : &c->g->reading, c);
-    c->g->n--;
+    lws_dll2_remove(&c->list);
     c->l->n--;
     uv_close((uv_handle_t *)&c->poll, free_conn);
 }
@@ -227,10 +208,10 @@ static void refuse(struct conn *c, int status, const char *error)
     shutdown(c->fd, SHUT_WR);
     if (c->seen)
         set_rcvlowat(c->fd, 1);
-    list_remove(&g->reading, c);
+    lws_dll2_remove(&c->list);
     c->lingering = true;
     c->deadline = uv_now(g->loop) + GATE_LINGER_MS;
-    list_push(&g->lingering, c);
+    lws_dll2_add_tail(&c->list, &g->lingering);
 }
 
 /* Reads and drops what a refused client still sends; closes on EOF or error. */
@@ -317,8 +298,7 @@ static struct conn *conn_new(struct listener *l, int fd, const struct head *h, s
     c->seen = (uint32_t)seen;
     c->peeks = seen ? 1 : 0;
     c->deadline = uv_now(g->loop) + GATE_HANDSHAKE_MS;
-    list_push(&g->reading, c);
-    g->n++;
+    lws_dll2_add_tail(&c->list, &g->reading);
     l->n++;
     uv_poll_start(&c->poll, UV_READABLE, on_conn);
     start_tick(g);
@@ -410,14 +390,14 @@ static void on_tick(uv_timer_t *timer)
     struct gate *g = timer->data;
     uint64_t now = uv_now(g->loop);
 
-    while (g->reading.head && g->reading.head->deadline <= now) {
-        struct conn *c = g->reading.head;
+    while (g->reading.head && conn_of(g->reading.head)->deadline <= now) {
+        struct conn *c = conn_of(g->reading.head);
         metrics.handshake_timeouts++;
         respond(c->fd, 408, "Request Timeout");
         conn_close(c);
     }
-    while (g->lingering.head && g->lingering.head->deadline <= now)
-        conn_close(g->lingering.head);
+    while (g->lingering.head && conn_of(g->lingering.head)->deadline <= now)
+        conn_close(conn_of(g->lingering.head));
     for (size_t i = 0; i < g->n_listeners; i++) {
         struct listener *l = &g->listeners[i];
         if (l->paused) {
@@ -425,7 +405,7 @@ static void on_tick(uv_timer_t *timer)
             uv_poll_start(&l->poll, UV_READABLE, on_listener);
         }
     }
-    if (!g->n) {
+    if (!conns(g)) {
         g->ticking = false;
         uv_timer_stop(&g->tick);
     }
@@ -579,7 +559,7 @@ void gate_set_max_handshakes(struct gate *g, size_t max_handshakes)
 
 size_t gate_handshakes(const struct gate *g)
 {
-    return g ? g->n : 0;
+    return g ? conns(g) : 0;
 }
 
 void gate_close(struct gate *g)
@@ -592,9 +572,9 @@ void gate_close(struct gate *g)
         close(g->listeners[i].fd);
     }
     while (g->reading.head)
-        conn_close(g->reading.head);
+        conn_close(conn_of(g->reading.head));
     while (g->lingering.head)
-        conn_close(g->lingering.head);
+        conn_close(conn_of(g->lingering.head));
     uv_close((uv_handle_t *)&g->tick, NULL);
 }
 

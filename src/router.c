@@ -36,7 +36,7 @@
 #define ROUTER_SWEEP_MS 100
 
 struct route_job {
-    struct route_job *prev, *next;
+    lws_dll2_t list; /* in r->flight or r->finished */
     struct router *r;
     struct lws *wsi;
     uint64_t owner;
@@ -53,47 +53,21 @@ struct route_job {
     size_t body_len;
 };
 
-struct job_list {
-    struct route_job *head, *tail;
-    size_t n;
-};
-
 struct router {
     uv_loop_t *loop;
     struct lws_context *ctx;
     struct lws_vhost *vhost;
     const char *protocol;
-    uv_timer_t sweep;   /* deadlines */
-    uv_timer_t deliver; /* completions */
-    struct job_list flight, finished;
+    uv_timer_t sweep;                  /* deadlines */
+    uv_timer_t deliver;                /* completions */
+    lws_dll2_owner_t flight, finished; /* oldest first */
     bool closing;
     int handles_open;
 };
 
-static void list_push(struct job_list *l, struct route_job *j)
+static struct route_job *job_of(struct lws_dll2 *d)
 {
-    j->next = NULL;
-    j->prev = l->tail;
-    if (l->tail)
-        l->tail->next = j;
-    else
-        l->head = j;
-    l->tail = j;
-    l->n++;
-}
-
-static void list_remove(struct job_list *l, struct route_job *j)
-{
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        l->head = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
-    else
-        l->tail = j->prev;
-    j->prev = j->next = NULL;
-    l->n--;
+    return lws_container_of(d, struct route_job, list);
 }
 
 static void job_free(struct route_job *j)
@@ -120,8 +94,8 @@ static void job_finish(struct route_job *j, int status, bool kill)
         j->wsi = NULL;
     }
     j->status = status;
-    list_remove(&r->flight, j);
-    list_push(&r->finished, j);
+    lws_dll2_remove(&j->list);
+    lws_dll2_add_tail(&j->list, &r->finished);
     if (!uv_is_active((uv_handle_t *)&r->deliver))
         uv_timer_start(&r->deliver, on_deliver, 0, 0);
 }
@@ -137,14 +111,14 @@ static void on_deliver(uv_timer_t *t)
 {
     struct router *r = t->data;
     while (r->finished.head) {
-        struct route_job *j = r->finished.head;
-        list_remove(&r->finished, j);
+        struct route_job *j = job_of(r->finished.head);
+        lws_dll2_remove(&j->list);
         j->done(j->owner, j->status, j->arg);
         job_free(j);
     }
-    if (!r->flight.n)
+    if (!r->flight.count)
         uv_timer_stop(&r->sweep);
-    if (r->closing && !r->flight.n && !r->finished.n && r->handles_open == 2) {
+    if (r->closing && !r->flight.count && !r->finished.count && r->handles_open == 2) {
         uv_close((uv_handle_t *)&r->sweep, on_handle_closed);
         uv_close((uv_handle_t *)&r->deliver, on_handle_closed);
     }
@@ -154,15 +128,12 @@ static void on_sweep(uv_timer_t *t)
 {
     struct router *r = t->data;
     uint64_t now = uv_now(r->loop);
-    struct route_job *j = r->flight.head;
-    while (j) {
-        struct route_job *next = j->next;
-        if (now >= j->deadline_ms) {
-            log_info("router", "%s %s on %s: no answer in %d ms", j->method, j->path, j->node,
-                     ROUTER_TIMEOUT_MS);
-            job_finish(j, ROUTER_FAILED, true);
-        }
-        j = next;
+    /* Every job has the same timeout, so the oldest is first. */
+    while (r->flight.head && now >= job_of(r->flight.head)->deadline_ms) {
+        struct route_job *j = job_of(r->flight.head);
+        log_info("router", "%s %s on %s: no answer in %d ms", j->method, j->path, j->node,
+                 ROUTER_TIMEOUT_MS);
+        job_finish(j, ROUTER_FAILED, true);
     }
 }
 
@@ -189,13 +160,13 @@ void router_close(struct router *r)
         return;
     r->closing = true;
     while (r->flight.head)
-        job_finish(r->flight.head, ROUTER_FAILED, false);
+        job_finish(job_of(r->flight.head), ROUTER_FAILED, false);
     uv_timer_start(&r->deliver, on_deliver, 0, 0);
 }
 
 size_t router_in_flight(const struct router *r)
 {
-    return r ? r->flight.n : 0;
+    return r ? r->flight.count : 0;
 }
 
 int router_parse_node(const char *node, char *host, size_t host_size, int *port)
@@ -248,7 +219,7 @@ static int submit(struct router *r, struct route_job *j, uint64_t owner, router_
     j->arg = arg;
     j->r = r;
     j->deadline_ms = uv_now(r->loop) + ROUTER_TIMEOUT_MS;
-    list_push(&r->flight, j);
+    lws_dll2_add_tail(&j->list, &r->flight);
     if (!uv_is_active((uv_handle_t *)&r->sweep))
         uv_timer_start(&r->sweep, on_sweep, ROUTER_SWEEP_MS, ROUTER_SWEEP_MS);
 
@@ -290,8 +261,7 @@ static struct route_job *job_new(const char *node, const char *method)
 }
 
 int router_route(struct router *r, const char *node, const uint8_t uaid[IDS_BYTES],
-                 const struct store_update *update, uint64_t owner, router_done_fn done,
-                 void *arg)
+                 const struct store_update *update, uint64_t owner, router_done_fn done, void *arg)
 {
     char u[IDS_MAX_STR + 1], chid[IDS_MAX_STR + 1];
     struct ids_spelling plain = {0};
@@ -302,7 +272,8 @@ int router_route(struct router *r, const char *node, const uint8_t uaid[IDS_BYTE
     ids_format(update->chid, &update->chid_sp, chid);
     snprintf(j->path, sizeof(j->path), "/route/%s", u);
 
-    json_t *obj = json_pack("{s:s, s:I}", "channelID", chid, "version", (json_int_t)update->version);
+    json_t *obj =
+        json_pack("{s:s, s:I}", "channelID", chid, "version", (json_int_t)update->version);
     if (obj && update->data && update->data_len &&
         json_object_set_new(obj, "data", json_stringn(update->data, update->data_len))) {
         json_decref(obj);
@@ -341,8 +312,8 @@ static int append_headers(struct route_job *j, struct lws *wsi, void *in, size_t
     uint8_t **p = (uint8_t **)in, *end = *p + len;
     char cl[24];
     int n = snprintf(cl, sizeof(cl), "%zu", j->body_len);
-    if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, (const uint8_t *)cl, n,
-                                     p, end))
+    if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, (const uint8_t *)cl, n, p,
+                                     end))
         return -1;
     if (!j->body_len)
         return 0;
@@ -491,8 +462,8 @@ int router_http_begin(struct http_txn *txn, const char *path, size_t path_len)
     bool has_te = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
     char cl[32];
     int cl_len = lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
-    bool has_cl = cl_len > 0 || lws_hdr_copy_fragment(wsi, cl, sizeof(cl),
-                                                      WSI_TOKEN_HTTP_CONTENT_LENGTH, 0) >= 0;
+    bool has_cl = cl_len > 0 ||
+                  lws_hdr_copy_fragment(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH, 0) >= 0;
     uint64_t *counters = del ? metrics.kick_in : metrics.route_in;
     struct ids_spelling sp;
 
